@@ -1,0 +1,3 @@
+"""Stage modules. Importing this package registers every ``casa-worker`` stage."""
+
+from . import basic, simulate  # noqa: F401

@@ -1,0 +1,59 @@
+"""Small general-purpose stages."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+from ..errors import InputError
+from ..registry import Param, stage
+
+
+@stage("noop", params=[
+    Param("sleep", "float", default=0.0, help="seconds to sleep (for scheduling benchmarks)"),
+    Param("fail_with", "str", default="", choices=("", "input", "science", "transient"),
+          help="fail on purpose with this failure class (for tests of retry handling)"),
+])
+def noop(ctx, sleep, fail_with):
+    """Do nothing (no CASA): measures the orchestration overhead; can fail on purpose."""
+    from .. import errors
+
+    if sleep:
+        time.sleep(sleep)
+    if fail_with:
+        cls = {"input": errors.InputError, "science": errors.ScienceError,
+               "transient": errors.TransientError}[fail_with]
+        raise cls(f"failing on purpose with class {fail_with}")
+    return {"slept": sleep}
+
+
+@stage("inspect-ms", params=[
+    Param("vis", "str", required=True, help="MeasurementSet, relative to the workspace"),
+    Param("output", "str", default="", help="where to write the JSON summary (default <vis>.summary.json)"),
+])
+def inspect_ms(ctx, vis, output):
+    """Summarise a MeasurementSet with msmetadata: spws with frequencies, correlations, fields, intents."""
+    path = ctx.workspace / vis
+    if not (path / "table.dat").is_file():
+        raise InputError(f"parameter 'vis': {vis} is not a MeasurementSet (no table.dat in {path})")
+    msmd = ctx.casa.tool("msmetadata")
+    msmd.open(str(path))
+    try:
+        spws = [int(s) for s in msmd.spwsforintent("*")] if msmd.nrows() else []
+        summary = {
+            "vis": vis, "nrows": int(msmd.nrows()), "nspw_all": int(msmd.nspw()),
+            "spws": [{"id": s, "nchan": int(msmd.nchan(s)), "meanfreq_hz": float(msmd.meanfreq(s)),
+                      "chanwidth_hz": float(msmd.chanwidths(s)[0])} for s in sorted(spws)],
+            "corr_types": [int(c) for c in msmd.corrtypesforpol(0)],
+            "fields": list(msmd.fieldnames()),
+            "intents": sorted(msmd.intents()),
+            "antennas": list(msmd.antennanames()),
+        }
+    finally:
+        msmd.close()
+    out = ctx.workspace / (output or f"{vis}.summary.json")
+    out.write_text(json.dumps(summary, indent=2))
+    ctx.result.add_product(out.relative_to(ctx.workspace), role="summary")
+    return {"summary": str(out.relative_to(ctx.workspace)), "nspw": len(summary["spws"]),
+            "nrows": summary["nrows"]}
