@@ -1,0 +1,39 @@
+"""The one way casaflow parses XML: no DTDs, no entities, no network.
+
+PPR files and manifests come from outside; an entity declaration (billion laughs, external
+entities) is refused outright rather than expanded or silently dropped.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from lxml import etree
+
+from .errors import InputError
+
+_PARSER = etree.XMLParser(resolve_entities=False, no_network=True, dtd_validation=False,
+                          load_dtd=False, huge_tree=False, remove_blank_text=True)
+
+
+def parse_bytes(data: bytes, what: str) -> etree._Element:
+    try:
+        tree = etree.fromstring(data, _PARSER).getroottree()
+    except etree.XMLSyntaxError as exc:
+        raise InputError(f"{what}: not well-formed XML ({exc})") from None
+    if tree.docinfo.doctype or tree.docinfo.internalDTD is not None:
+        raise InputError(f"{what}: XML with a DOCTYPE/entity declarations is refused")
+    return tree.getroot()
+
+
+def parse_file(path: Path, what: str | None = None) -> etree._Element:
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise InputError(f"{what or path}: no such file") from None
+    return parse_bytes(data, what or str(path))
+
+
+def to_bytes(root: etree._Element) -> bytes:
+    return etree.tostring(root, xml_declaration=True, encoding="UTF-8", pretty_print=True)

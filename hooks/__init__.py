@@ -1,0 +1,1 @@
+"""Airflow hooks of casaflow: product stores and delivery manifests (no CASA here)."""

@@ -1,0 +1,101 @@
+"""casaflow's deployment settings, in one place, from ``CASAFLOW_*`` environment variables.
+
+The Helm chart's ConfigMap and the embedded runtime set these; a DAG run may override the
+execution mode (Param ``execution_mode``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+EXECUTION_MODES = ("local", "kubernetes", "render")
+RESOURCE_CLASSES = ("light", "medium", "heavy")
+
+# Requests/limits per stage class. Imaging (tclean on IQUV planes) is heavy; export is light.
+DEFAULT_RESOURCES = {
+    "light": {"requests": {"cpu": "500m", "memory": "1Gi"}, "limits": {"cpu": "1", "memory": "2Gi"}},
+    "medium": {"requests": {"cpu": "1", "memory": "4Gi"}, "limits": {"cpu": "2", "memory": "8Gi"}},
+    "heavy": {"requests": {"cpu": "2", "memory": "16Gi"}, "limits": {"cpu": "4", "memory": "32Gi"}},
+}
+
+
+def _json_env(name: str, default):
+    raw = os.environ.get(name)
+    if not raw:
+        return default
+    try:
+        return json.loads(raw)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"environment variable {name} is not valid JSON: {exc}") from None
+
+
+def _default_worker_command() -> str:
+    # The casa-worker installed beside this Python (the project's venv), else on PATH.
+    beside = Path(sys.executable).with_name("casa-worker")
+    return str(beside) if beside.exists() else (shutil.which("casa-worker") or "casa-worker")
+
+
+@dataclass(frozen=True)
+class Settings:
+    execution_mode: str = "local"
+    workspace_root: str = ""
+    products_destination: str = ""
+    aws_conn_id: str = "casaflow_s3"
+    worker_command: str = ""
+    # local mode
+    omp_threads: int = 1
+    # kubernetes mode
+    image: str = "ghcr.io/casaflow/casa-worker:0.1.0"
+    image_pull_policy: str = "IfNotPresent"
+    namespace: str = "casaflow"
+    service_account: str = "casaflow-worker"
+    workspace_claim: str = "casaflow-workspace"
+    resources: dict = field(default_factory=lambda: DEFAULT_RESOURCES)
+    node_selector: dict = field(default_factory=dict)
+    tolerations: list = field(default_factory=list)
+    affinity: dict = field(default_factory=dict)
+    active_deadline_seconds: int = 6 * 3600
+    memory_retry_factor: float = 1.5
+    memory_retry_cap: str = "64Gi"
+    run_as_user: int = 10001
+
+    @classmethod
+    def from_env(cls) -> "Settings":
+        env = os.environ.get
+        mode = env("CASAFLOW_EXECUTION_MODE", "local")
+        if mode not in EXECUTION_MODES:
+            raise ValueError(f"CASAFLOW_EXECUTION_MODE={mode!r}: expected one of {EXECUTION_MODES}")
+        root = env("CASAFLOW_WORKSPACE_ROOT") or str(Path(tempfile.gettempdir()) / "casaflow" / "workspaces")
+        resources = {**DEFAULT_RESOURCES, **_json_env("CASAFLOW_RESOURCES", {})}
+        return cls(
+            execution_mode=mode,
+            workspace_root=root,
+            products_destination=env("CASAFLOW_PRODUCTS_DESTINATION")
+            or str(Path(tempfile.gettempdir()) / "casaflow" / "products"),
+            aws_conn_id=env("CASAFLOW_AWS_CONN_ID", "casaflow_s3"),
+            worker_command=env("CASAFLOW_WORKER_COMMAND") or _default_worker_command(),
+            omp_threads=int(env("CASAFLOW_OMP_THREADS", "1")),
+            image=env("CASAFLOW_IMAGE", cls.image),
+            image_pull_policy=env("CASAFLOW_IMAGE_PULL_POLICY", cls.image_pull_policy),
+            namespace=env("CASAFLOW_NAMESPACE", cls.namespace),
+            service_account=env("CASAFLOW_SERVICE_ACCOUNT", cls.service_account),
+            workspace_claim=env("CASAFLOW_WORKSPACE_CLAIM", cls.workspace_claim),
+            resources=resources,
+            node_selector=_json_env("CASAFLOW_NODE_SELECTOR", {}),
+            tolerations=_json_env("CASAFLOW_TOLERATIONS", []),
+            affinity=_json_env("CASAFLOW_AFFINITY", {}),
+            active_deadline_seconds=int(env("CASAFLOW_ACTIVE_DEADLINE_SECONDS", str(cls.active_deadline_seconds))),
+            memory_retry_factor=float(env("CASAFLOW_MEMORY_RETRY_FACTOR", str(cls.memory_retry_factor))),
+            memory_retry_cap=env("CASAFLOW_MEMORY_RETRY_CAP", cls.memory_retry_cap),
+            run_as_user=int(env("CASAFLOW_RUN_AS_USER", str(cls.run_as_user))),
+        )
+
+
+def settings() -> Settings:
+    return Settings.from_env()

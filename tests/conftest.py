@@ -1,0 +1,95 @@
+"""Test environment: a private Airflow home and DAGs folder, workspaces and products in a temp
+directory, and (on request) moto's S3 server over HTTP on loopback.
+
+The Airflow environment must be in place before anything imports airflow, hence module level.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+_BASE = Path(tempfile.mkdtemp(prefix="casaflow-tests-"))
+DAGS = _BASE / "dags"
+DAGS.mkdir()
+for folder in (REPO / "dags", REPO / "tests" / "dags"):
+    for dag_file in sorted(folder.glob("*.py")):
+        (DAGS / dag_file.name).symlink_to(dag_file)
+
+os.environ.update({
+    "AIRFLOW_HOME": str(_BASE / "airflow"),
+    "AIRFLOW__CORE__DAGS_FOLDER": str(DAGS),
+    "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+    "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{_BASE / 'airflow' / 'airflow.db'}",
+    "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
+    "CASAFLOW_WORKSPACE_ROOT": str(_BASE / "workspaces"),
+    "CASAFLOW_PRODUCTS_DESTINATION": str(_BASE / "products"),
+    "CASAFLOW_EXECUTION_MODE": "local",
+    "CASAFLOW_CASA_CACHEDIR": str(_BASE / "casa-cache"),
+})
+(_BASE / "airflow").mkdir()
+
+
+@pytest.fixture(scope="session")
+def airflow_db():
+    """An initialised Airflow metadata DB (SQLite) for dag.test()."""
+    subprocess.run([str(BIN / "airflow"), "db", "migrate"], check=True, capture_output=True, cwd=_BASE)
+    return _BASE / "airflow" / "airflow.db"
+
+
+@pytest.fixture(scope="session")
+def base_dir():
+    return _BASE
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def moto_server():
+    """moto's S3 server over HTTP on loopback; yields its endpoint URL."""
+    from moto.server import ThreadedMotoServer
+
+    port = free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    yield f"http://127.0.0.1:{port}"
+    server.stop()
+
+
+@pytest.fixture
+def s3_bucket(moto_server, monkeypatch):
+    """A fresh bucket, and the Airflow connection casaflow_s3 pointing at it."""
+    import json
+    import uuid
+
+    import boto3
+
+    name = f"casaflow-{uuid.uuid4().hex[:12]}"
+    client = boto3.client("s3", endpoint_url=moto_server, region_name="us-east-1",
+                          aws_access_key_id="testing", aws_secret_access_key="testing")
+    client.create_bucket(Bucket=name)
+    conn = {"conn_type": "aws", "login": "testing", "password": "testing",
+            "extra": {"endpoint_url": moto_server, "region_name": "us-east-1",
+                      "config_kwargs": {"s3": {"addressing_style": "path"}}}}
+    monkeypatch.setenv("AIRFLOW_CONN_CASAFLOW_S3", json.dumps(conn))
+    return client, name
+
+
+def pytest_sessionfinish(session, exitstatus):
+    if os.environ.get("CASAFLOW_KEEP_TEST_DIR"):
+        print(f"\ntest directory kept: {_BASE}")
+    else:
+        shutil.rmtree(_BASE, ignore_errors=True)
