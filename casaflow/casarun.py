@@ -25,6 +25,8 @@ log = logging.getLogger("casaflow.casa")
 BENIGN_SEVERE = (
     re.compile(r"TAI_UTC"),                       # leap-second table age in the casadata wheel
     re.compile(r"out-of-date", re.IGNORECASE),     # same message, other wording
+    re.compile(r"Until the table is updated"),      # ... its continuation lines
+    re.compile(r"derived from UTC could be wrong"),
 )
 
 

@@ -42,6 +42,8 @@ class Param:
                 value = True
             elif low in ("false", "0", "no"):
                 value = False
+        if self.type == "str" and isinstance(value, (int, float)) and not isinstance(value, bool):
+            value = str(value)   # `--param group=2` parses as JSON 2
         if self.type in ("int", "float") and isinstance(value, str):
             try:
                 value = want(value)

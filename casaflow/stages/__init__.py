@@ -1,3 +1,3 @@
 """Stage modules. Importing this package registers every ``casa-worker`` stage."""
 
-from . import basic, simulate  # noqa: F401
+from . import basic, simulate, vlass  # noqa: F401
