@@ -170,3 +170,165 @@ def makeimages(ctx, group, tclean_overrides):
     for path in sorted(Path(ctx.workspace).glob(f"{out['root']}.iter3.*")):
         ctx.result.add_product(path.relative_to(ctx.workspace), role="image", group=group)
     return {"group": group, **out}
+
+
+def _plane_image(ctx, group: str, needed_by: str) -> str:
+    from ..vlass import makeimages as mk
+
+    image = mk.final_image(_target(ctx, group, needed_by))
+    if not (ctx.workspace / image).exists():
+        raise InputError(f"{needed_by}: {image} not found; vlass-makeimages for group {group!r} has not succeeded")
+    return image
+
+
+@stage("vlass-pbcor", resource_class="medium", params=[
+    Param("group", "str", required=True, help="spw group"),
+])
+def pbcor(ctx, group):
+    """hifv_pbcor: primary-beam correction of the plane's image and residual."""
+    from ..vlass import postimaging
+
+    made = postimaging.pbcor(ctx.casa, _plane_image(ctx, group, "vlass-pbcor"))
+    for p in made:
+        ctx.result.add_product(p, role="image", group=group)
+    return {"group": group, "images": made}
+
+
+@stage("vlass-makermsimages", resource_class="medium", params=[
+    Param("group", "str", required=True, help="spw group"),
+])
+def makermsimages(ctx, group):
+    """hif_makermsimages: imdev rms image of the pb-corrected plane."""
+    from ..vlass import postimaging
+
+    out = postimaging.rms_image(ctx.casa, _plane_image(ctx, group, "vlass-makermsimages"))
+    ctx.result.add_product(out, role="image", group=group)
+    return {"group": group, "rms_image": out, "stats": postimaging.rms_statistics(ctx.casa, out)}
+
+
+@stage("vlass-makecutoutimages", resource_class="medium", params=[
+    Param("group", "str", required=True, help="spw group"),
+])
+def makecutoutimages(ctx, group):
+    """hif_makecutoutimages: central 1 deg + 2' cut-outs with VLASSPL/VLASSPK/VLASSRMS."""
+    from ..vlass import postimaging
+
+    target = _target(ctx, group, "vlass-makecutoutimages")
+    out = postimaging.cutouts(ctx.casa, _plane_image(ctx, group, "vlass-makecutoutimages"),
+                              target["imaging"].get("cutout_imsize"))
+    for p in out["subims"]:
+        ctx.result.add_product(p, role="cutout", group=group)
+    record = {"group": group, "reffreq_ghz": target["reffreq_ghz"], **{k: v for k, v in out.items() if k != "subims"}}
+    context.write(ctx.workspace, f"cutout.{target['suffix']}", record)
+    return record
+
+
+def _plane_states(ctx) -> tuple[list[dict], list[dict]]:
+    """(succeeded, failed) targets: a plane succeeded when its whole chain did (the cut-out
+    stage's result says success); otherwise the first failed stage of its chain is reported."""
+    import json
+
+    targets = context.read(ctx.workspace, "cube_targets", "plane bookkeeping")["targets"]
+    chain = ("vlass-makeimages", "vlass-pbcor", "vlass-makermsimages", "vlass-makecutoutimages")
+    ok, failed = [], []
+    for t in targets:
+        reason = None
+        for st in chain:
+            path = ctx.workspace / "results" / f"{st}.{t['suffix']}.json"
+            try:
+                res = json.loads(path.read_text())
+            except (FileNotFoundError, json.JSONDecodeError):
+                reason = f"{st} did not run"
+                break
+            if res.get("status") != "success":
+                reason = f"{st}: {res.get('message', 'failed')}"
+                break
+        (failed if reason else ok).append({**t, "failure": reason} if reason else t)
+    return ok, failed
+
+
+@stage("vlass-planes", params=[
+    Param("plane_reject", "any", default=True,
+          help="vlass_plane_reject_im: bool or {apply, exclude_spw, flagpct_thresh, beamdev_thresh}"),
+])
+def planes(ctx, plane_reject):
+    """hif_makeimages analysis over all planes: rejection (VLASSRJ), VLASS keywords, QA; failed planes scored 0.34."""
+    from ..vlass import images, planes as pl
+
+    ok, failed = _plane_states(ctx)
+    cfg, cfg_warnings = H.merge_reject(H.PLANE_REJECT_IM, plane_reject)
+    for w in cfg_warnings:
+        ctx.warn(w)
+    vis = _vis(ctx, "vlass-planes")
+    records = []
+    for t in ok:
+        root = f"{t['imagename']}.{t['imaging']['stokes']}"
+        cut = context.read(ctx.workspace, f"cutout.{t['suffix']}", "vlass-planes")
+        records.append({"group": t["group"], "suffix": t["suffix"], "root": root, "reffreq_ghz": t["reffreq_ghz"],
+                        "flagpct": t["flagpct"], "beam": images.beam_of(ctx.casa, f"{root}.iter3.psf.tt0"),
+                        "box": cut.get("box"), "rms_stats": cut["rms_stats"], "peak_jy": cut["peak_jy"]})
+    ref, keep, beam_dev = pl.reject(records, cfg)
+    for rec, k, dev, t in zip(records, keep, beam_dev, ok):
+        rec["keep"], rec["beam_dev"] = k, dev
+        rec["bandwidth_unflagged_hz"] = pl.unflagged_bandwidth(ctx.casa, vis, t["group"])
+        pl.write_keywords(ctx.casa, rec["root"], t, k, rec["bandwidth_unflagged_hz"])
+    n_rej = sum(not k for k in keep)
+    if records:
+        ctx.qa(len(records) and (len(records) - n_rej) / len(records),
+               f"{n_rej} of {len(records)} imaged planes {'is' if n_rej == 1 else 'are'} rejected.")
+    for t in failed:
+        ctx.qa(pl.FAILED_PLANE_SCORE, f"Cleaning failure for field {t['field']}, intent TARGET, specmode cont, "
+                                      f"spw {t['spw']}. {t['failure']}")
+        ctx.warn(f"spw group {t['group']} failed: {t['failure']}")
+    if not records:
+        from ..errors import ScienceError
+
+        raise ScienceError(f"no plane was imaged successfully: {[t['failure'] for t in failed]}")
+    summary = {"planes": records, "ref_idx": ref, "failed": [{"group": t["group"], "failure": t["failure"]}
+                                                             for t in failed], "config": cfg}
+    context.write(ctx.workspace, "planes", summary)
+    return {"kept": [r["group"] for r, k in zip(records, keep) if k],
+            "rejected": [r["group"] for r, k in zip(records, keep) if not k],
+            "failed": [t["group"] for t in failed]}
+
+
+@stage("vlass-analyzestokescubes", params=[])
+def analyzestokescubes(ctx):
+    """hifv_analyzestokescubes: Stokes values at the I and polarised-intensity peaks per plane, plots."""
+    from ..vlass import stokes
+
+    planes_rec = context.read(ctx.workspace, "planes", "vlass-analyzestokescubes")["planes"]
+    result = stokes.analyse(ctx.casa, planes_rec)
+    for w in result["warnings"]:
+        ctx.warn(w)
+    result["plots"] = stokes.plots(result, ctx.workspace / "weblog" / "stokes")
+    context.write(ctx.workspace, "stokes", result)
+    for name in result["plots"]:
+        ctx.result.add_product(Path("weblog") / "stokes" / name, role="plot")
+    return {"rois": result["rois"], "plots": result["plots"], "fits": result.get("fits", {})}
+
+
+@stage("vlass-exportvlassdata", params=[
+    Param("products_dir", "str", default="products", help="where the FITS products go, relative to the workspace"),
+])
+def exportvlassdata(ctx, products_dir):
+    """hifv_exportvlassdata: IQU/V FITS per plane, position correction, pipeline_manifest.xml, .com set."""
+    from ..vlass import export
+
+    planes_rec = context.read(ctx.workspace, "planes", "vlass-exportvlassdata")["planes"]
+    plists = []
+    for name in ("seip_target", "cube_targets"):
+        rec = context.read(ctx.workspace, name, "vlass-exportvlassdata")
+        plists.append(rec.get("parameter_file") or rec["stats"]["parameter_file"])
+    out = export.run(ctx.casa, ctx.workspace, _vis(ctx, "vlass-exportvlassdata"), planes_rec, products_dir,
+                     sorted(set(plists)))
+    for w in out["warnings"]:
+        ctx.warn(w)
+    for o in out["fits"]:
+        ctx.result.add_product(Path(products_dir) / o["fits"], role="fits")
+    for name in out["com"]:
+        ctx.result.add_product(Path(products_dir) / name, role="fits-com")
+    ctx.result.add_product(Path(products_dir) / out["manifest"], role="pipeline_manifest")
+    context.write(ctx.workspace, "export", out)
+    return {"products_dir": products_dir, "fits": [o["fits"] for o in out["fits"]], "com": out["com"],
+            "manifest": f"{products_dir}/{out['manifest']}"}

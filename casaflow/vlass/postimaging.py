@@ -1,0 +1,114 @@
+"""Per-plane post-imaging: hifv_pbcor, hif_makermsimages, hif_makecutoutimages (reference §6.1-6.3)."""
+
+from __future__ import annotations
+
+import math
+from decimal import ROUND_HALF_UP, Decimal
+from pathlib import Path
+
+import numpy as np
+
+from . import images
+
+CUTOUT_DEG = 1.0 + 2.0 / 60.0   # 1 deg + 2' buffer
+
+
+def base_of(image: str) -> str:
+    """``R.IQUV.iter3`` from ``R.IQUV.iter3.image.tt0``."""
+    return image.split(".image", 1)[0]
+
+
+def pbcor(casa, image: str) -> list[str]:
+    """impbcor of the image and the residual with the plane's pb (divide, no cutoff)."""
+    base = base_of(image)
+    out = []
+    for src, dst in ((f"{base}.image.tt0", f"{base}.image.pbcor.tt0"),
+                     (f"{base}.residual.tt0", f"{base}.image.residual.pbcor.tt0")):
+        images.remove(dst)
+        casa.task("impbcor", imagename=src, pbimage=f"{base}.pb.tt0", outfile=dst, mode="divide",
+                  cutoff=-1.0, stretch=False)
+        out.append(dst)
+    return out
+
+
+def rms_image(casa, image: str) -> str:
+    """imdev of the pb-corrected image: a sliding 60" box, robust (xmadm, chauvenet) rms."""
+    src = f"{base_of(image)}.image.pbcor.tt0"
+    out = f"{src}.rms"
+    images.remove(out)
+    casa.task("imdev", imagename=src, outfile=out, region="", box="", chans="", stokes="", mask="",
+              overwrite=True, stretch=False, grid=[10, 10], anchor="ref", xlength="60arcsec",
+              ylength="60arcsec", interp="cubic", stattype="xmadm", statalg="chauvenet", zscore=-1, maxiter=-1)
+    return out
+
+
+def rms_statistics(casa, rms: str) -> dict:
+    """Per-Stokes robust statistics of an rms image (axes [0,1,3])."""
+    px = images.pixels(casa, rms)
+    stats = {}
+    labels = images.stokes_labels(casa, rms)
+    for k, label in enumerate(labels):
+        plane = px[:, :, k, :].ravel()
+        plane = plane[np.isfinite(plane)]
+        stats[label] = {"max": float(plane.max()), "min": float(plane.min()), "median": float(np.median(plane)),
+                        "mean": float(plane.mean()), "madrms": images.madrms(plane)}
+    return stats
+
+
+def _round_half_up(x: float) -> int:
+    return int(Decimal(str(x)).quantize(Decimal("1"), rounding=ROUND_HALF_UP))
+
+
+def cutout_box(casa, image: str, cutout_imsize=None) -> str | None:
+    """'blcx,blcy,trcx,trcy' of the central 1 deg + 2' (or None: the whole image fits)."""
+    ia = casa.tool("image")
+    ia.open(image)
+    try:
+        cs = ia.coordsys()
+        shape = ia.shape()
+        refpix = cs.referencepixel()["numeric"]
+        incr = cs.increment(format="n", type="direction")["numeric"]
+        cs.done()
+    finally:
+        ia.close()
+    cell_arcsec = abs(math.degrees(incr[0]) * 3600.0)
+    size_deg = abs(refpix[0] * math.degrees(incr[0])) * 2
+    nx, ny = int(shape[0]), int(shape[1])
+    if cutout_imsize:
+        size = cutout_imsize if isinstance(cutout_imsize, (list, tuple)) else [cutout_imsize, cutout_imsize]
+    elif size_deg <= CUTOUT_DEG:
+        return None
+    else:
+        n = _round_half_up(3600.0 * CUTOUT_DEG / cell_arcsec)
+        size = [n, n]
+    blc = [max(0, nx // 2 - size[0] / 2), max(0, ny // 2 - size[1] / 2)]
+    trc = [min(nx - 1, nx // 2 + size[0] / 2 - 1), min(ny - 1, ny // 2 + size[1] / 2 - 1)]
+    return f"{blc[0]},{blc[1]},{trc[0]},{trc[1]}"
+
+
+def cutouts(casa, image: str, cutout_imsize=None) -> dict:
+    """``<input>.subim`` for the image, residual, pbcor, rms, psf, residual pbcor and pb."""
+    base = base_of(image)
+    inputs = [f"{base}.image.tt0", f"{base}.residual.tt0", f"{base}.image.pbcor.tt0",
+              f"{base}.image.pbcor.tt0.rms", f"{base}.psf.tt0", f"{base}.image.residual.pbcor.tt0",
+              f"{base}.pb.tt0"]
+    box = cutout_box(casa, image, cutout_imsize)
+    made = {}
+    for src in inputs:
+        if not Path(src).exists():
+            continue
+        out = f"{src}.subim"
+        images.remove(out)
+        casa.task("imsubimage", imagename=src, outfile=out, box=box or "")
+        made[src] = out
+    pbcor_sub = f"{base}.image.pbcor.tt0.subim"
+    rms_sub = f"{base}.image.pbcor.tt0.rms.subim"
+    peak = float(casa.task("imstat", imagename=pbcor_sub, stokes="I")["max"][0])
+    rms_median = float(casa.task("imstat", imagename=rms_sub, stokes="I")["median"][0])
+    labels = images.stokes_labels(casa, pbcor_sub)
+    images.set_miscinfo(casa, pbcor_sub, {"VLASSPL": labels, "VLASSPK": peak, "VLASSRMS": rms_median,
+                                          "VLASSITY": "INTENSITY_PBCOR"})
+    images.set_miscinfo(casa, rms_sub, {"VLASSPL": labels, "VLASSPK": peak, "VLASSRMS": rms_median,
+                                        "VLASSITY": "RMS"})
+    return {"box": box, "subims": sorted(made.values()), "peak_jy": peak, "rms_median_jy": rms_median,
+            "stokes": labels, "rms_stats": rms_statistics(casa, rms_sub), "beam": images.beam_of(casa, pbcor_sub)}
