@@ -69,23 +69,40 @@ def moto_server():
     server.stop()
 
 
-@pytest.fixture
-def s3_bucket(moto_server, monkeypatch):
-    """A fresh bucket, and the Airflow connection casaflow_s3 pointing at it."""
+def _new_bucket(endpoint: str):
+    """A fresh bucket and the JSON of an Airflow connection casaflow_s3 pointing at it."""
     import json
     import uuid
 
     import boto3
 
     name = f"casaflow-{uuid.uuid4().hex[:12]}"
-    client = boto3.client("s3", endpoint_url=moto_server, region_name="us-east-1",
+    client = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1",
                           aws_access_key_id="testing", aws_secret_access_key="testing")
     client.create_bucket(Bucket=name)
     conn = {"conn_type": "aws", "login": "testing", "password": "testing",
-            "extra": {"endpoint_url": moto_server, "region_name": "us-east-1",
+            "extra": {"endpoint_url": endpoint, "region_name": "us-east-1",
                       "config_kwargs": {"s3": {"addressing_style": "path"}}}}
-    monkeypatch.setenv("AIRFLOW_CONN_CASAFLOW_S3", json.dumps(conn))
+    return client, name, json.dumps(conn)
+
+
+@pytest.fixture
+def s3_bucket(moto_server, monkeypatch):
+    client, name, conn = _new_bucket(moto_server)
+    monkeypatch.setenv("AIRFLOW_CONN_CASAFLOW_S3", conn)
     return client, name
+
+
+@pytest.fixture(scope="module")
+def s3_bucket_module(moto_server):
+    client, name, conn = _new_bucket(moto_server)
+    old = os.environ.get("AIRFLOW_CONN_CASAFLOW_S3")
+    os.environ["AIRFLOW_CONN_CASAFLOW_S3"] = conn
+    yield client, name
+    if old is None:
+        os.environ.pop("AIRFLOW_CONN_CASAFLOW_S3", None)
+    else:
+        os.environ["AIRFLOW_CONN_CASAFLOW_S3"] = old
 
 
 def pytest_sessionfinish(session, exitstatus):

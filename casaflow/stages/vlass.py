@@ -332,3 +332,25 @@ def exportvlassdata(ctx, products_dir):
     context.write(ctx.workspace, "export", out)
     return {"products_dir": products_dir, "fits": [o["fits"] for o in out["fits"]], "com": out["com"],
             "manifest": f"{products_dir}/{out['manifest']}"}
+
+
+@stage("vlass-weblog", params=[
+    Param("title", "str", default="VLASS-SE-CUBE", help="page title"),
+    Param("products_dir", "str", default="products", help="where weblog.tgz goes"),
+])
+def weblog(ctx, title, products_dir):
+    """Render the run's weblog (renders whatever stages succeeded or failed) and weblog.tgz."""
+    from .. import weblog as wl
+
+    try:
+        casa = ctx.casa
+    except Exception as exc:  # the weblog must render even if CASA cannot start
+        ctx.warn(f"CASA unavailable, no thumbnails: {exc}")
+        casa = None
+    index = wl.render(ctx.workspace, title, casa)
+    ctx.result.add_product(index.relative_to(ctx.workspace).parent, role="weblog")
+    products = ctx.workspace / products_dir
+    products.mkdir(parents=True, exist_ok=True)
+    tgz = wl.tarball(ctx.workspace, products / "weblog.tgz")
+    ctx.result.add_product(tgz.relative_to(ctx.workspace), role="weblog")
+    return {"index": str(index.relative_to(ctx.workspace)), "tarball": str(tgz.relative_to(ctx.workspace))}

@@ -69,6 +69,8 @@ def merge_reject(defaults: dict, given) -> tuple[dict, list[str]]:
     """A bool sets ``apply``; a dict overrides known keys; unknown keys are warned about."""
     cfg = dict(defaults)
     warnings = []
+    if isinstance(given, str) and given.strip().lower() in ("true", "false"):
+        given = given.strip().lower() == "true"
     if isinstance(given, bool):
         cfg["apply"] = given
     elif isinstance(given, dict):

@@ -143,7 +143,9 @@ def plots(result: dict, outdir: Path) -> list[str]:
         fig, ax = plt.subplots(figsize=(6, 4))
         ax.loglog(freq, i * 1e3, "o")
         rms_i = np.array([p["rms"].get("I", np.nan) for p in planes]) * 1e3
-        ax.fill_between(freq, 1e-6, 2 * np.nanmedian(rms_i), color="grey", alpha=0.3, label="< 2 x median rms")
+        floor = 2 * np.nanmedian(rms_i)
+        ax.fill_between(freq, 0.5 * min(floor, np.nanmin(i) * 1e3), floor, color="grey", alpha=0.3,
+                        label="< 2 x median rms")
         try:
             i3, alpha = powerlaw_fit(freq, i, keep)
             grid = np.linspace(freq.min(), freq.max(), 50)

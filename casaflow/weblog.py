@@ -1,0 +1,152 @@
+"""The per-run weblog: one HTML page built from what the stages left in the workspace.
+
+It reads only ``results/*.json`` and ``context/*.json`` (plus images for thumbnails), so it
+renders whatever happened: a failed stage shows as failed with its message, a missing resource
+shows the restorepims table, a failed spw group shows in the QA column and the error banner.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import tarfile
+import time
+from pathlib import Path
+
+STYLE = """
+body{font-family:sans-serif;margin:1.5em;color:#222} table{border-collapse:collapse;margin:.5em 0 1.5em}
+td,th{border:1px solid #bbb;padding:.25em .5em;font-size:90%;vertical-align:top} th{background:#eef}
+.success{background:#e6f4e6} .failed{background:#fbe3e3} .banner{background:#fbe3e3;border:1px solid #c00;
+padding:.5em 1em;margin-bottom:1em} .warn{background:#fff6d6} img.thumb{width:150px} pre{white-space:pre-wrap}
+"""
+
+
+def _load(path: Path):
+    try:
+        return json.loads(path.read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return None
+
+
+def _e(x) -> str:
+    return html.escape(str(x))
+
+
+def _stage_rows(results: list[dict]) -> str:
+    rows = []
+    for r in results:
+        qa = "" if r.get("qa_score") is None else f"{r['qa_score']:.2f}"
+        msgs = "<br>".join(_e(m) for m in r.get("qa_messages", []))
+        warn = "<br>".join(_e(w) for w in r.get("warnings", []))
+        detail = f"<pre>{_e(r.get('message', ''))}</pre>" if r.get("status") != "success" else ""
+        secs = (r.get("timings") or {}).get("seconds")
+        rows.append(f"<tr class='{_e(r.get('status'))}'><td>{_e(r.get('_name'))}</td><td>{_e(r.get('status'))}"
+                    f"{' (' + _e(r.get('failure_class')) + ')' if r.get('failure_class') else ''}</td>"
+                    f"<td>{qa}</td><td>{msgs}{detail}</td><td class='{'warn' if warn else ''}'>{warn}</td>"
+                    f"<td>{'' if secs is None else f'{secs:.1f}'}</td></tr>")
+    return ("<table><tr><th>stage</th><th>status</th><th>QA</th><th>QA messages / error</th><th>warnings</th>"
+            "<th>s</th></tr>" + "".join(rows) + "</table>")
+
+
+def _thumbnails(casa, workspace: Path, targets: list[dict], outdir: Path) -> str:
+    """A grid: one row per spw group, one column per Stokes plane of the pb-corrected cut-out."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    from .vlass import images
+
+    outdir.mkdir(parents=True, exist_ok=True)
+    head = "<tr><th>spw group</th><th>reffreq</th>" + "".join(f"<th>{s}</th>" for s in "IQUV") + "</tr>"
+    rows = []
+    for t in targets:
+        name = workspace / f"{t['imagename']}.{t['imaging']['stokes']}.iter3.image.pbcor.tt0.subim"
+        cells = []
+        if casa is not None and name.exists():
+            px = images.pixels(casa, str(name))
+            for k, stokes in enumerate("IQUV"):
+                plane = np.asarray(px[:, :, k, 0]).T
+                png = outdir / f"{t['suffix']}.{stokes}.png"
+                fig, ax = plt.subplots(figsize=(2, 2))
+                lim = np.nanmax(np.abs(plane)) or 1.0
+                ax.imshow(plane, origin="lower", cmap="gray" if stokes == "I" else "RdBu_r",
+                          vmin=-lim if stokes != "I" else np.nanmin(plane), vmax=lim)
+                ax.set_axis_off()
+                fig.savefig(png, dpi=75, bbox_inches="tight")
+                plt.close(fig)
+                cells.append(f"<td><img class='thumb' src='thumbs/{png.name}' alt='{stokes}'></td>")
+        else:
+            cells = ["<td>not imaged</td>"] * 4
+        rows.append(f"<tr><td>{_e(t['group'])}</td><td>{_e(t['reffreq'])}</td>{''.join(cells)}</tr>")
+    return "<table>" + head + "".join(rows) + "</table>"
+
+
+def render(workspace: Path, title: str, casa=None) -> Path:
+    workspace = Path(workspace)
+    out = workspace / "weblog"
+    out.mkdir(parents=True, exist_ok=True)
+    results = []
+    for path in sorted((workspace / "results").glob("*.json"), key=lambda p: p.stat().st_mtime):
+        r = _load(path)
+        if r and r.get("stage") != "vlass-weblog":
+            r["_name"] = path.stem
+            results.append(r)
+    failed = [r for r in results if r.get("status") != "success"]
+    ctx = {p.stem: _load(p) for p in sorted((workspace / "context").glob("*.json"))}
+    parts = [f"<html><head><meta charset='utf-8'><title>{_e(title)}</title><style>{STYLE}</style></head><body>",
+             f"<h1>{_e(title)}</h1><p>rendered {time.strftime('%Y-%m-%d %H:%M:%SZ', time.gmtime())}</p>"]
+    if failed:
+        parts.append("<div class='banner'><b>Failures:</b><ul>" + "".join(
+            f"<li>{_e(r['_name'])}: {_e(r.get('message', '')).splitlines()[0] if r.get('message') else ''}</li>"
+            for r in failed) + "</ul></div>")
+    parts.append("<h2>Stages</h2>" + _stage_rows(results))
+    cube = ctx.get("cube_targets")
+    if cube:
+        parts.append("<h2>Imaging targets</h2><table><tr><th>imagename</th><th>mask</th><th>spw</th><th>reffreq</th>"
+                     "<th>flagged</th></tr>" + "".join(
+                         f"<tr><td>{_e(t['imagename'])}</td><td>{'<br>'.join(_e(m) for m in t['mask'])}</td>"
+                         f"<td>{_e(t['spw'])}</td><td>{_e(t['reffreq'])}</td><td>{t['flagpct'] * 100:.1f}%</td></tr>"
+                         for t in cube["targets"]) + "</table>")
+        for w in cube.get("warnings", []):
+            parts.append(f"<p class='warn'>{_e(w)}</p>")
+        parts.append("<h2>Planes (pb-corrected cut-outs)</h2>" +
+                     _thumbnails(casa, workspace, cube["targets"], out / "thumbs"))
+    planes = ctx.get("planes")
+    if planes:
+        parts.append("<h2>Plane rejection</h2><table><tr><th>group</th><th>reffreq (GHz)</th><th>beam (\")</th>"
+                     "<th>beam deviation</th><th>flagged</th><th>kept</th></tr>" + "".join(
+                         f"<tr><td>{_e(p['group'])}</td><td>{p['reffreq_ghz']:.4f}</td>"
+                         f"<td>{p['beam']['bmaj']:.2f} x {p['beam']['bmin']:.2f}</td><td>{p['beam_dev']:.3f}</td>"
+                         f"<td>{p['flagpct'] * 100:.1f}%</td><td>{'yes' if p['keep'] else 'REJECTED'}</td></tr>"
+                         for p in planes["planes"]) + "</table>")
+        for f in planes.get("failed", []):
+            parts.append(f"<p class='banner'>spw group {_e(f['group'])} failed: {_e(f['failure'])}</p>")
+    stokes = ctx.get("stokes")
+    if stokes:
+        parts.append("<h2>Stokes analysis</h2>" + "".join(
+            f"<img src='stokes/{_e(p)}' alt='{_e(p)}'>" for p in stokes.get("plots", [])))
+        for roi, fit in (stokes.get("fits") or {}).items():
+            parts.append(f"<p>{_e(roi)}: I(3 GHz) = {fit['i_3ghz_jy'] * 1e3:.3f} mJy, alpha = {fit['alpha']:.3f}</p>")
+    export = ctx.get("export")
+    if export:
+        parts.append("<h2>Products</h2><ul>" + "".join(f"<li>{_e(o['fits'])}</li>" for o in export["fits"]) + "</ul>")
+    restore = ctx.get("restorepims")
+    if restore:
+        parts.append("<h2>restorepims resources</h2><table>" + "".join(
+            f"<tr><td>{_e(k)}</td><td>{'&#10003;' if v[1] else '&#10007;'}</td><td>{_e(v[0])}</td></tr>"
+            for k, v in restore["resources"].items()) + "</table>")
+    parts.append("</body></html>")
+    index = out / "index.html"
+    index.write_text("\n".join(parts))
+    return index
+
+
+def tarball(workspace: Path, dest: Path) -> Path:
+    """``weblog.tgz`` of the weblog directory, written atomically."""
+    tmp = dest.with_name(f".{dest.name}.tmp")
+    with tarfile.open(tmp, "w:gz") as tar:
+        tar.add(Path(workspace) / "weblog", arcname="weblog")
+    tmp.replace(dest)
+    return dest

@@ -1,0 +1,71 @@
+"""``casaflow``: operate casaflow on this machine.
+
+    casaflow demo [--preset small] [--s3] [--stop]
+    casaflow runtime up [--port 8080] [--s3] | down | status
+    casaflow simulate vlass --out DIR [--preset tiny]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="casaflow", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="cmd", required=True)
+    d = sub.add_parser("demo", help="simulate data, start the runtime, run vlass_se_cube, print where products went")
+    d.add_argument("--preset", default="small", choices=["tiny", "small", "large"])
+    d.add_argument("--port", type=int, default=8080)
+    d.add_argument("--s3", action="store_true", help="push to a local S3 server (moto, in memory) instead of a directory")
+    d.add_argument("--stop", action="store_true", help="stop the runtime at the end")
+    r = sub.add_parser("runtime", help="the embedded Airflow runtime")
+    r.add_argument("action", choices=["up", "down", "status"])
+    r.add_argument("--port", type=int, default=8080)
+    r.add_argument("--s3", action="store_true", help="also run moto's S3 server on loopback (objects in memory only)")
+    r.add_argument("--s3-port", type=int, default=9000)
+    s = sub.add_parser("simulate", help="build simulated observations with CASA")
+    s.add_argument("kind", choices=["vlass"])
+    s.add_argument("--out", required=True, help="directory to build into")
+    s.add_argument("--preset", default="tiny", choices=["tiny", "small", "large"])
+    s.add_argument("--seed", type=int, default=1)
+    args = parser.parse_args(argv)
+
+    if args.cmd == "demo":
+        from . import demo
+
+        return demo.main(args.preset, args.port, args.s3, args.stop)
+    if args.cmd == "runtime":
+        from . import runtime
+
+        if args.action == "up":
+            rt = runtime.create(port=args.port, with_s3=args.s3, s3_port=args.s3_port)
+            rt.up()
+            print(f"Airflow: {rt.url}  login: {rt.user} / {rt.password}")
+            print(f"products go to: {rt.products}")
+            if rt.s3_port:
+                print(f"S3 (moto, objects kept in memory only): http://127.0.0.1:{rt.s3_port} bucket {runtime.S3_BUCKET}")
+            print(f"logs: {rt.home / 'logs'}   stop: casaflow runtime down")
+            return 0
+        home = runtime.default_home()
+        if not (home / "runtime.json").exists():
+            print(f"no runtime in {home}")
+            return 0 if args.action == "down" else 1
+        rt = runtime.Runtime.load(home)
+        if args.action == "down":
+            print("stopped: " + (", ".join(rt.down()) or "nothing was running"))
+        else:
+            print(json.dumps(rt.status(), indent=2))
+        return 0
+    if args.cmd == "simulate":
+        worker = str(Path(sys.executable).with_name("casa-worker"))
+        return subprocess.call([worker, f"simulate-{args.kind}", "--workspace", args.out,
+                                "--param", f"preset={args.preset}", "--param", f"seed={args.seed}"])
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,265 @@
+"""The embedded single-machine runtime: Airflow (SQLite, LocalExecutor) with its api-server,
+scheduler and dag-processor, and optionally moto's S3 server on loopback.
+
+Everything lives under one run directory (default ``.casaflow/runtime`` in the repository):
+``airflow/`` (home and DB), ``logs/<component>.log``, ``pids/<component>.pid``, ``runtime.json``
+(ports, login, destination). Components are started in their own process groups and stopped by
+the PIDs recorded here, never by name. Products go to ``.casaflow/products`` by default, which
+outlives the runtime.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+COMPONENTS = ("api-server", "scheduler", "dag-processor")
+S3_BUCKET = "casaflow-products"
+
+
+@dataclass
+class Runtime:
+    home: Path
+    port: int = 8080
+    s3_port: int | None = None
+    user: str = "admin"
+    password: str = ""
+    products: str = ""
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    # -- files ------------------------------------------------------------------------------
+    @property
+    def state_file(self) -> Path:
+        return self.home / "runtime.json"
+
+    def save(self) -> None:
+        self.home.mkdir(parents=True, exist_ok=True)
+        data = asdict(self)
+        data["home"] = str(self.home)
+        self.state_file.write_text(json.dumps(data, indent=2))
+        self.state_file.chmod(0o600)   # holds the generated login password
+
+    @classmethod
+    def load(cls, home: Path) -> "Runtime":
+        data = json.loads((home / "runtime.json").read_text())
+        data["home"] = Path(data["home"])
+        return cls(**data)
+
+    def env(self) -> dict:
+        air = self.home / "airflow"
+        env = dict(os.environ)
+        env.update({
+            "AIRFLOW_HOME": str(air),
+            "AIRFLOW__CORE__DAGS_FOLDER": str(REPO / "dags"),
+            "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+            "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
+            # 2 cores: two CASA tasks side by side, one OpenMP thread each (platform notes).
+            "AIRFLOW__CORE__PARALLELISM": env.get("AIRFLOW__CORE__PARALLELISM", "2"),
+            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{air / 'airflow.db'}",
+            "AIRFLOW__API__PORT": str(self.port),
+            "AIRFLOW__API__HOST": "127.0.0.1",
+            "AIRFLOW__API__BASE_URL": self.url,
+            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"{self.user}:admin",
+            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(air / "passwords.json"),
+            "AIRFLOW__SCHEDULER__MIN_FILE_PROCESS_INTERVAL": "10",
+            "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "10",
+            "CASAFLOW_WORKSPACE_ROOT": str(self.home / "workspaces"),
+            "CASAFLOW_PRODUCTS_DESTINATION": self.products,
+            "CASAFLOW_EXECUTION_MODE": env.get("CASAFLOW_EXECUTION_MODE", "local"),
+            "CASAFLOW_OMP_THREADS": env.get("CASAFLOW_OMP_THREADS", "1"),
+            "PYTHONPATH": str(REPO),
+        })
+        if self.s3_port:
+            env["AIRFLOW_CONN_CASAFLOW_S3"] = json.dumps({
+                "conn_type": "aws", "login": "casaflow-local", "password": "casaflow-local",
+                "extra": {"endpoint_url": f"http://127.0.0.1:{self.s3_port}", "region_name": "us-east-1",
+                          "config_kwargs": {"s3": {"addressing_style": "path"}}}})
+        return env
+
+    def pid_file(self, name: str) -> Path:
+        return self.home / "pids" / f"{name}.pid"
+
+    def pid(self, name: str) -> int | None:
+        try:
+            pid = int(self.pid_file(name).read_text())
+        except (FileNotFoundError, ValueError):
+            return None
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return None
+        return pid
+
+    # -- lifecycle --------------------------------------------------------------------------
+    def _spawn(self, name: str, argv: list[str]) -> None:
+        if self.pid(name):
+            return
+        (self.home / "logs").mkdir(parents=True, exist_ok=True)
+        (self.home / "pids").mkdir(parents=True, exist_ok=True)
+        log = open(self.home / "logs" / f"{name}.log", "ab")
+        proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=self.env(), cwd=self.home,
+                                start_new_session=True)
+        self.pid_file(name).write_text(str(proc.pid))
+
+    def up(self, timeout: float = 180.0) -> None:
+        air = self.home / "airflow"
+        air.mkdir(parents=True, exist_ok=True)
+        passwords = air / "passwords.json"
+        if not passwords.exists():
+            passwords.write_text(json.dumps({self.user: self.password}))
+            passwords.chmod(0o600)
+        subprocess.run([str(BIN / "airflow"), "db", "migrate"], env=self.env(), check=True,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        if self.s3_port:
+            self._spawn("s3", [str(BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(self.s3_port)])
+        for name in COMPONENTS:
+            self._spawn(name, [str(BIN / "airflow"), name])
+        self.wait_healthy(timeout)
+        if self.s3_port:
+            self._ensure_bucket()
+
+    def _ensure_bucket(self) -> None:
+        import boto3
+
+        client = boto3.client("s3", endpoint_url=f"http://127.0.0.1:{self.s3_port}", region_name="us-east-1",
+                              aws_access_key_id="casaflow-local", aws_secret_access_key="casaflow-local")
+        if S3_BUCKET not in [b["Name"] for b in client.list_buckets().get("Buckets", [])]:
+            client.create_bucket(Bucket=S3_BUCKET)
+
+    def wait_healthy(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        last = ""
+        while time.monotonic() < deadline:
+            try:
+                with urllib.request.urlopen(f"{self.url}/api/v2/monitor/health", timeout=5) as r:
+                    health = json.loads(r.read())
+                if health.get("scheduler", {}).get("status") == "healthy":
+                    return
+                last = json.dumps(health)
+            except (urllib.error.URLError, OSError, ValueError) as exc:
+                last = str(exc)
+            for name in COMPONENTS:
+                if not self.pid(name):
+                    raise RuntimeError(f"{name} exited; see {self.home / 'logs' / (name + '.log')}")
+            time.sleep(2)
+        raise TimeoutError(f"Airflow not healthy after {timeout:.0f} s ({last}); logs in {self.home / 'logs'}")
+
+    def down(self, timeout: float = 30.0) -> list[str]:
+        stopped = []
+        for name in (*reversed(COMPONENTS), "s3"):
+            pid = self.pid(name)
+            if pid is None:
+                self.pid_file(name).unlink(missing_ok=True)
+                continue
+            try:
+                os.killpg(pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+            deadline = time.monotonic() + timeout
+            while self.pid(name) and time.monotonic() < deadline:
+                time.sleep(0.5)
+            if self.pid(name):
+                os.killpg(pid, signal.SIGKILL)
+            self.pid_file(name).unlink(missing_ok=True)
+            stopped.append(name)
+        return stopped
+
+    def status(self) -> dict:
+        out = {name: ("running (pid %d)" % p) if (p := self.pid(name)) else "stopped"
+               for name in (*COMPONENTS, *(("s3",) if self.s3_port else ()))}
+        try:
+            with urllib.request.urlopen(f"{self.url}/api/v2/monitor/health", timeout=5) as r:
+                out["health"] = json.loads(r.read())
+        except (urllib.error.URLError, OSError, ValueError) as exc:
+            out["health"] = f"unreachable ({exc})"
+        return out
+
+
+def default_home() -> Path:
+    return Path(os.environ.get("CASAFLOW_RUNTIME_DIR", REPO / ".casaflow" / "runtime"))
+
+
+def create(home: Path | None = None, port: int = 8080, with_s3: bool = False, s3_port: int = 9000) -> Runtime:
+    home = home or default_home()
+    if (home / "runtime.json").exists():
+        rt = Runtime.load(home)
+        if with_s3 and not rt.s3_port:
+            rt.s3_port = s3_port
+            rt.products = f"s3://{S3_BUCKET}/deliveries"
+        rt.save()
+        return rt
+    products = f"s3://{S3_BUCKET}/deliveries" if with_s3 else str(home.parent / "products")
+    rt = Runtime(home=home, port=port, s3_port=s3_port if with_s3 else None,
+                 password=secrets.token_urlsafe(12), products=products)
+    rt.save()
+    return rt
+
+
+class Api:
+    """A small REST client for the runtime (Airflow's CLI costs ~4 s a call)."""
+
+    def __init__(self, rt: Runtime):
+        self.rt = rt
+        self._token = None
+
+    def _request(self, method: str, path: str, body=None, auth: bool = True):
+        data = None if body is None else json.dumps(body).encode()
+        req = urllib.request.Request(f"{self.rt.url}{path}", data=data, method=method,
+                                     headers={"Content-Type": "application/json"})
+        if auth:
+            req.add_header("Authorization", f"Bearer {self.token()}")
+        try:
+            with urllib.request.urlopen(req, timeout=30) as r:
+                raw = r.read()
+                return r.status, (json.loads(raw) if raw else None)
+        except urllib.error.HTTPError as exc:
+            raw = exc.read()
+            try:
+                return exc.code, json.loads(raw)
+            except ValueError:
+                return exc.code, raw.decode(errors="replace")
+
+    def token(self) -> str:
+        if self._token is None:
+            status, body = self._request("POST", "/auth/token",
+                                         {"username": self.rt.user, "password": self.rt.password}, auth=False)
+            if status not in (200, 201):
+                raise RuntimeError(f"login to {self.rt.url} failed: HTTP {status} {body}")
+            self._token = body["access_token"]
+        return self._token
+
+    def get(self, path: str):
+        return self._request("GET", path)
+
+    def post(self, path: str, body: dict):
+        return self._request("POST", path, body)
+
+    def patch(self, path: str, body: dict):
+        return self._request("PATCH", path, body)
+
+    def wait_for_dag(self, dag_id: str, timeout: float = 120.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            status, _ = self.get(f"/api/v2/dags/{dag_id}")
+            if status == 200:
+                return
+            time.sleep(2)
+        raise TimeoutError(f"DAG {dag_id} not parsed after {timeout:.0f} s")
+
+    def trigger(self, dag_id: str, conf: dict) -> tuple[int, dict]:
+        self.patch(f"/api/v2/dags/{dag_id}", {"is_paused": False})
+        return self.post(f"/api/v2/dags/{dag_id}/dagRuns", {"logical_date": None, "conf": conf})

@@ -1,0 +1,123 @@
+"""VLASS-SE-CUBE (coarse-cube imaging, recipe hifv_vlassCCIP): one mapped task group per spw group.
+
+    prepare_inputs -> importdata -> editimlist(SEIP) -> transformimagedata -> restorepims
+      -> flagtargetsdata -> editimlist(CCIP, cube) -> [plane x N: makeimages -> pbcor -> rms -> cutout]
+      -> planes (runs on the groups that succeeded) -> analyzestokescubes -> exportvlassdata
+      -> weblog (always) -> push (products, then the delivery manifest)
+
+Trigger it from the UI with the form, or with conf such as
+``{"pims": "/data/X_split.ms", "reimaging_resources": "/data/reimaging_resources.tgz", ...}``.
+"""
+
+from __future__ import annotations
+
+import pendulum
+from airflow.sdk import DAG, Param, task, task_group
+
+from operators.casa_stage import CasaStageOperator
+from operators.workflow import common_params, fetch_inputs, push_products
+
+LOCATION = r"^(s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]/.+|/.+|file:///.+)$"
+
+with DAG(
+    dag_id="vlass_se_cube",
+    description="VLASS coarse-cube (VLASS-SE-CUBE) imaging of one per-image MS",
+    schedule=None,
+    start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
+    catchup=False,
+    max_active_runs=4,
+    render_template_as_native_obj=True,   # stage_params keep their types (bools, dicts)
+    tags=["casaflow", "vlass"],
+    doc_md=__doc__,
+    params={
+        "pims": Param("/data/pims_split.ms", type="string", pattern=LOCATION, title="PIMS",
+                      description="The per-image MS (<FSID>_split.ms): an absolute path, or s3://bucket/key of "
+                                  "its .tar."),
+        "reimaging_resources": Param("/data/reimaging_resources.tgz", type="string", pattern=LOCATION,
+                                     title="reimaging_resources.tgz",
+                                     description="The SE-continuum run's reimaging_resources.tgz (flags, "
+                                                 "selfcal table, model, masks)."),
+        "seip_parameter_list": Param("/data/SEIP_parameter.list", type="string", pattern=LOCATION,
+                                     title="SEIP_parameter.list",
+                                     description="The SE-continuum run's imaging parameters."),
+        "ccip_parameter_list": Param("/data/CCIP_parameter.list", type="string", pattern=LOCATION,
+                                     title="CCIP_parameter.list",
+                                     description="Cube parameters: spw groups (a list such as ['2','3,4']) and "
+                                                 "any imaging heuristic to override."),
+        "plane_reject_ms": Param(True, type="boolean", title="Pre-imaging plane rejection",
+                                 description="Skip spw groups with >= 12 fields more than 90% flagged."),
+        "plane_reject_im": Param(True, type="boolean", title="Post-imaging plane rejection",
+                                 description="Mark planes whose beam deviates > 20% from the nu^-1 scaling or "
+                                             "that are >= 80% flagged (VLASSRJ=T); they are still exported."),
+        "group_overrides": Param({}, type="object", title="Per-group tclean overrides",
+                                 description="e.g. {\"3,4\": {\"niter\": 500}}: tclean parameters for one "
+                                             "spw group."),
+        **common_params(),
+    },
+) as dag:
+
+    @task
+    def prepare_inputs(**context) -> dict:
+        """Fetch (or link) the inputs into the run's workspace."""
+        params = context["params"]
+        return fetch_inputs(context, {k: params[k] for k in ("pims", "reimaging_resources",
+                                                             "seip_parameter_list", "ccip_parameter_list")})
+
+    inputs = prepare_inputs()
+    XIN = "ti.xcom_pull(task_ids='prepare_inputs')"
+
+    importdata = CasaStageOperator(task_id="importdata", stage="vlass-importdata",
+                                   stage_params={"vis": "{{ %s['pims'] }}" % XIN})
+    editimlist_seip = CasaStageOperator(task_id="editimlist_seip", stage="vlass-editimlist-seip",
+                                        stage_params={"parameter_list": "{{ %s['seip_parameter_list'] }}" % XIN})
+    transform = CasaStageOperator(task_id="transformimagedata", stage="vlass-transformimagedata",
+                                  resource_class="medium")
+    restorepims = CasaStageOperator(task_id="restorepims", stage="vlass-restorepims", resource_class="medium",
+                                    stage_params={"reimaging_resources": "{{ %s['reimaging_resources'] }}" % XIN})
+    flagtargets = CasaStageOperator(task_id="flagtargetsdata", stage="vlass-flagtargetsdata")
+    editimlist_cube = CasaStageOperator(
+        task_id="editimlist_cube", stage="vlass-editimlist-cube",
+        stage_params={"parameter_list": "{{ %s['ccip_parameter_list'] }}" % XIN,
+                      "plane_reject": "{{ params.plane_reject_ms }}"})
+
+    @task
+    def plane_kwargs(cube: dict, params: dict | None = None) -> list[dict]:
+        """One entry per imaging target, for the mapped task group."""
+        overrides = params.get("group_overrides") or {}
+        return [{"group_params": {"group": t["group"]},
+                 "imaging_params": {"group": t["group"], "tclean_overrides": overrides.get(t["group"], {})},
+                 "tag": t["tag"]} for t in cube["outputs"]["targets"]]
+
+    @task_group(group_id="plane")
+    def plane(group_params: dict, imaging_params: dict, tag: str):
+        """The per-spw-group chain: one instance per group."""
+        make = CasaStageOperator(task_id="makeimages", stage="vlass-makeimages", resource_class="heavy",
+                                 stage_params=imaging_params, tag=tag)
+        pb = CasaStageOperator(task_id="pbcor", stage="vlass-pbcor", resource_class="medium",
+                               stage_params=group_params, tag=tag)
+        rms = CasaStageOperator(task_id="makermsimages", stage="vlass-makermsimages", resource_class="medium",
+                                stage_params=group_params, tag=tag)
+        cut = CasaStageOperator(task_id="makecutoutimages", stage="vlass-makecutoutimages",
+                                resource_class="medium", stage_params=group_params, tag=tag)
+        make >> pb >> rms >> cut
+
+    planes_group = plane.expand_kwargs(plane_kwargs(editimlist_cube.output))
+
+    planes = CasaStageOperator(task_id="planes", stage="vlass-planes", trigger_rule="all_done",
+                               stage_params={"plane_reject": "{{ params.plane_reject_im }}"})
+    analyze = CasaStageOperator(task_id="analyzestokescubes", stage="vlass-analyzestokescubes")
+    export = CasaStageOperator(task_id="exportvlassdata", stage="vlass-exportvlassdata")
+    weblog = CasaStageOperator(task_id="weblog", stage="vlass-weblog", trigger_rule="all_done",
+                               stage_params={"title": "VLASS-SE-CUBE {{ run_id }}"})
+
+    @task
+    def push(**context) -> dict:
+        """Push products/ (FITS, pipeline manifest, parameter lists, weblog.tgz), manifest last."""
+        pims = context["ti"].xcom_pull(task_ids="prepare_inputs")["pims"]
+        dataset_id = context["params"].get("dataset_id") or pims.rsplit("/", 1)[-1].removesuffix(".ms")
+        return push_products(context, dataset_id, ["products"])
+
+    delivered = push()
+    inputs >> importdata >> editimlist_seip >> transform >> restorepims >> flagtargets >> editimlist_cube
+    planes_group >> planes >> analyze >> export >> weblog
+    [export, weblog] >> delivered

@@ -1,0 +1,98 @@
+"""Pieces every casaflow DAG shares: common Params, the run's workspace, fetching inputs and the
+final delivery push (products, then the delivery manifest)."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+from airflow.sdk import Param
+
+from .command import workspace_for
+from .settings import settings
+
+log = logging.getLogger("casaflow.workflow")
+
+DATASET_ID_PATTERN = r"^$|^[A-Za-z0-9][A-Za-z0-9._+-]{0,127}$"
+
+
+def common_params() -> dict:
+    return {
+        "dataset_id": Param("", type="string", pattern=DATASET_ID_PATTERN, title="Dataset id",
+                            description="Names the delivery (its prefix in the products destination). "
+                                        "Empty: derived from the input's name."),
+        "products_destination": Param("", type="string", pattern=r"^$|^(s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/.*)?|/.*|file:///.*)$",
+                                      title="Products destination",
+                                      description="s3://bucket/prefix (through the Airflow connection "
+                                                  "casaflow_s3) or an absolute local directory. Empty: the "
+                                                  "deployment's default (CASAFLOW_PRODUCTS_DESTINATION)."),
+        "execution_mode": Param("default", type="string", enum=["default", "local", "kubernetes", "render"],
+                                title="Execution mode",
+                                description="Where the CASA stages run: 'default' follows the deployment "
+                                            "setting; 'local' runs casa-worker as a subprocess; 'kubernetes' "
+                                            "runs each stage in a pod; 'render' only builds the pods."),
+    }
+
+
+def workspace(context) -> Path:
+    return Path(workspace_for(settings().workspace_root, context["dag"].dag_id, context["run_id"]))
+
+
+def destination(params: dict) -> str:
+    return params.get("products_destination") or settings().products_destination
+
+
+def fetch_inputs(context, locations: dict[str, str]) -> dict[str, str]:
+    """Bring each named input into ``<workspace>/input``; returns workspace-relative paths."""
+    from hooks.inputs import fetch
+
+    ws = workspace(context)
+    out = {}
+    for name, location in locations.items():
+        path = fetch(location, ws / "input", settings().aws_conn_id)
+        out[name] = str(path.relative_to(ws))
+        log.info("input %s: %s -> %s", name, location, path)
+    return out
+
+
+def push_products(context, dataset_id: str, product_dirs: list[str], extra: list[tuple[str, str]] = ()) -> dict:
+    """Push every file below the given workspace directories (flattened keys), plus ``extra``
+    (workspace path, key) pairs, then the delivery manifest. Returns a small summary for XCom."""
+    from airflow import __version__ as airflow_version
+
+    from hooks.delivery import DeliveryInfo, Item
+    from hooks.product_store import ProductStoreHook
+
+    ws = workspace(context)
+    items = []
+    for rel in product_dirs:
+        base = ws / rel
+        for path in sorted(p for p in base.rglob("*") if p.is_file() and not p.name.startswith(".")):
+            items.append(Item(path, str(path.relative_to(base)), _stage_of(path), ""))
+    for rel, key in extra:
+        items.append(Item(ws / rel, key, "", ""))
+    versions = {"airflow": airflow_version}
+    for res in sorted((ws / "results").glob("*.json")):
+        versions.update(json.loads(res.read_text()).get("versions", {}))
+        break
+    params = {k: v for k, v in (context.get("params") or {}).items() if not isinstance(v, (dict, list))}
+    ti = context.get("ti")
+    info = DeliveryInfo(dataset_id, context["dag"].dag_id, context["run_id"], getattr(ti, "try_number", 0),
+                        params, versions)
+    dest = destination(context.get("params") or {})
+    report = ProductStoreHook(dest, settings().aws_conn_id).push(items, info, dataset_id)
+    log.info("products of %s delivered: %d objects (%d uploaded, %d unchanged)", dataset_id, len(report.entries),
+             len(report.uploaded), len(report.skipped))
+    log.info("delivery manifest: %s", report.manifest_url)
+    return {"dataset_id": dataset_id, "manifest": report.manifest_url, "objects": len(report.entries),
+            "uploaded": len(report.uploaded), "skipped": len(report.skipped)}
+
+
+def _stage_of(path: Path) -> str:
+    name = path.name
+    if name.endswith(".fits"):
+        return "exportdata"
+    if name == "weblog.tgz":
+        return "weblog"
+    return "export"
