@@ -41,6 +41,10 @@ def extract(archive: Path, dest: Path, patterns: list[str] | None = None,
               and not any(fnmatch.fnmatch(m.name, p) for p in (skip or []))]
     staging = dest / f".extract-{uuid.uuid4().hex[:8]}"
     for m in chosen:
+        # The data filter would quietly strip a leading '/'; an archive that has one is refused.
+        if m.name.startswith(("/", "\\")) or ".." in Path(m.name).parts:
+            raise InputError(f"archive {archive}: member {m.name!r} refused (absolute or parent path); "
+                             f"nothing extracted")
         try:
             tarfile.data_filter(m, str(staging))
         except tarfile.FilterError as exc:

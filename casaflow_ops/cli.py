@@ -3,6 +3,7 @@
     casaflow demo [--preset small] [--s3] [--stop]
     casaflow runtime up [--port 8080] [--s3] | down | status
     casaflow simulate vlass --out DIR [--preset tiny]
+    casaflow janitor --namespace NS [--older-than-minutes 30] [--dry-run]
 """
 
 from __future__ import annotations
@@ -27,6 +28,10 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--port", type=int, default=8080)
     r.add_argument("--s3", action="store_true", help="also run moto's S3 server on loopback (objects in memory only)")
     r.add_argument("--s3-port", type=int, default=9000)
+    j = sub.add_parser("janitor", help="delete worker pods whose task instance is no longer running")
+    j.add_argument("--namespace", required=True)
+    j.add_argument("--older-than-minutes", type=int, default=30)
+    j.add_argument("--dry-run", action="store_true")
     s = sub.add_parser("simulate", help="build simulated observations with CASA")
     s.add_argument("kind", choices=["vlass"])
     s.add_argument("--out", required=True, help="directory to build into")
@@ -59,6 +64,14 @@ def main(argv: list[str] | None = None) -> int:
             print("stopped: " + (", ".join(rt.down()) or "nothing was running"))
         else:
             print(json.dumps(rt.status(), indent=2))
+        return 0
+    if args.cmd == "janitor":
+        import logging
+
+        from . import janitor
+
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+        janitor.run(args.namespace, args.older_than_minutes, args.dry_run)
         return 0
     if args.cmd == "simulate":
         worker = str(Path(sys.executable).with_name("casa-worker"))

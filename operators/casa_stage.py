@@ -44,6 +44,18 @@ COMPONENT_LABEL = "app.kubernetes.io/component"
 COMPONENT = "casa-worker"
 
 
+ANNOTATION_PREFIX = "casaflow.org/"
+
+
+def task_annotations(context) -> dict:
+    """The exact task-instance ids (labels are sanitised), for the janitor."""
+    ti = context.get("ti")
+    return {f"{ANNOTATION_PREFIX}dag-id": str(context["dag"].dag_id), f"{ANNOTATION_PREFIX}run-id": str(context["run_id"]),
+            f"{ANNOTATION_PREFIX}task-id": str(getattr(ti, "task_id", "")),
+            f"{ANNOTATION_PREFIX}map-index": str(getattr(ti, "map_index", -1)),
+            f"{ANNOTATION_PREFIX}try-number": str(getattr(ti, "try_number", 0))}
+
+
 class CasaStageFailed(AirflowException):
     """A stage failed with a class that may be retried."""
 
@@ -125,6 +137,7 @@ class CasaStageOperator(KubernetesPodOperator):
         if mode == "local":
             return self._execute_local(context, argv)
         self._context_for_cleanup = context
+        self.annotations = {**(self.annotations or {}), **task_annotations(context)}
         self.cmds = [argv[0]]
         self.arguments = argv[1:]
         self.env_vars = self._pod_env()

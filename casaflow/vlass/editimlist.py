@@ -97,17 +97,21 @@ def cube_targets(casa, vis: Path, plist_path: Path, masks: list[str], reject_cfg
     msmd = casa.tool("msmetadata")
     msmd.open(str(vis))
     try:
+        nspw_all = int(msmd.nspw())
         data_spws = sorted({int(s) for s in msmd.spwsforintent("*TARGET*")})
         meanfreq = {s: float(msmd.meanfreq(s)) for s in data_spws}
         bandwidth = {s: float(msmd.bandwidths(s)) for s in data_spws}
     finally:
         msmd.close()
     for g in groups:
-        unknown = [s for s in g.split(",") if int(s) not in data_spws]
+        unknown = [s for s in g.split(",") if int(s) >= nspw_all]
         if unknown:
-            raise InputError(f"parameter list {Path(plist_path).name}: spw group {g!r} names spw(s) "
-                             f"{unknown} that hold no TARGET data in {Path(vis).name}; spws with data: "
-                             f"{data_spws}")
+            raise InputError(f"parameter list {Path(plist_path).name}: spw group {g!r} names unknown spw(s) "
+                             f"{unknown}: {Path(vis).name} has spws 0-{nspw_all - 1}")
+        empty = [s for s in g.split(",") if int(s) not in data_spws]
+        if empty:
+            raise InputError(f"parameter list {Path(plist_path).name}: spw group {g!r} selects no data: spw(s) "
+                             f"{empty} hold no TARGET data in {Path(vis).name}; spws with data: {data_spws}")
 
     half = H.FLAGSTAT_HALF_WIDTH_ARCSEC + float(plist.get("search_radius_arcsec", H.SE_SEARCH_BUFFER_ARCSEC))
     fields = select_fields(casa, vis, plist["phasecenter"], half)

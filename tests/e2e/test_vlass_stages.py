@@ -1,0 +1,117 @@
+"""VLASS stages one by one through the worker CLI, on the tiny simulated data: validation errors
+(message content asserted, nothing processed) and restorepims re-run safety."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tarfile
+
+import numpy as np
+import pytest
+
+from casaflow.vlass.restorepims import HEADER, RULE
+
+from .conftest import run_worker
+
+pytestmark = [pytest.mark.casa]
+
+
+@pytest.fixture(scope="module")
+def prepared(vlass_tiny, tmp_path_factory):
+    """A workspace taken through import, SEIP editimlist and transformimagedata."""
+    ws = tmp_path_factory.mktemp("vlass-stages")
+    for name in ("SEIP_parameter.list", "reimaging_resources.tgz"):
+        shutil.copyfile(vlass_tiny["dir"] / name, ws / name)
+    (ws / "pims.ms").symlink_to(vlass_tiny["pims"])
+    for args in (["vlass-importdata", "--param", "vis=pims.ms"],
+                 ["vlass-editimlist-seip", "--param", "parameter_list=SEIP_parameter.list"],
+                 ["vlass-transformimagedata"]):
+        proc = run_worker(*args, "--workspace", str(ws))
+        assert proc.returncode == 0, proc.stdout[-3000:]
+    vis = json.loads((ws / "context" / "imaging_ms.json").read_text())["vis"]
+    return ws, vis
+
+
+def clone(prepared, tmp_path):
+    ws, vis = prepared
+    dst = tmp_path / "ws"
+    shutil.copytree(ws, dst, symlinks=True)
+    return dst, vis
+
+
+def columns(ws, vis, *cols):
+    from casaflow.casaenv import import_casa
+
+    ct, _ = import_casa()
+    tb = ct.table()
+    tb.open(str(ws / vis))
+    try:
+        return {c: tb.getcol(c) for c in cols if c in tb.colnames()}
+    finally:
+        tb.close()
+
+
+def result(proc):
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def test_missing_resources_listed_and_nothing_processed(prepared, tmp_path):
+    ws, vis = clone(prepared, tmp_path)
+    with tarfile.open(ws / "reimaging_resources.tgz") as src, tarfile.open(ws / "partial.tgz", "w:gz") as dst:
+        for m in src.getmembers():
+            if "phase-self-cal" not in m.name and "combined-tier2" not in m.name:
+                dst.addfile(m, src.extractfile(m) if m.isfile() else None)
+    before = columns(ws, vis, "FLAG", "WEIGHT")
+    proc = run_worker("vlass-restorepims", "--workspace", str(ws), "--param", "reimaging_resources=partial.tgz")
+    assert proc.returncode == 2
+    msg = result(proc)["message"]
+    assert RULE in msg and HEADER in msg
+    assert "selfcal_table       : ('" in msg and "phase-self-cal.tbl*', False)" in msg
+    assert "tier2_mask          : ('" in msg and "flag_version        : ([" in msg and "], True)" in msg
+    after = columns(ws, vis, "FLAG", "WEIGHT", "MODEL_DATA")
+    assert "MODEL_DATA" not in after   # nothing processed
+    assert np.array_equal(before["FLAG"], after["FLAG"]) and np.array_equal(before["WEIGHT"], after["WEIGHT"])
+    assert not (ws / f"{vis}.flagversions" / "flags.hifv_restorepims_initial").exists()
+
+
+def test_missing_tarball_reported_as_resource(prepared, tmp_path):
+    ws, _ = clone(prepared, tmp_path)
+    proc = run_worker("vlass-restorepims", "--workspace", str(ws), "--param", "reimaging_resources=nope.tgz")
+    assert proc.returncode == 2
+    assert "reimaging_resources : ('" in result(proc)["message"] and "nope.tgz', False)" in result(proc)["message"]
+
+
+def test_restorepims_rerun_gives_identical_flags_and_weights(prepared, tmp_path):
+    ws, vis = clone(prepared, tmp_path)
+    first = run_worker("vlass-restorepims", "--workspace", str(ws))
+    assert first.returncode == 0, result(first)["message"]
+    a = columns(ws, vis, "FLAG", "WEIGHT", "SIGMA", "CORRECTED_DATA")
+    assert a["FLAG"].any() and not a["FLAG"].all()
+    second = run_worker("vlass-restorepims", "--workspace", str(ws))
+    assert second.returncode == 0, result(second)["message"]
+    assert result(second)["outputs"]["rerun"] is True
+    b = columns(ws, vis, "FLAG", "WEIGHT", "SIGMA", "CORRECTED_DATA")
+    assert np.array_equal(a["FLAG"], b["FLAG"])
+    assert np.allclose(a["WEIGHT"], b["WEIGHT"], rtol=1e-6)
+    assert np.allclose(a["CORRECTED_DATA"], b["CORRECTED_DATA"], rtol=1e-5, atol=1e-7)
+
+
+@pytest.mark.parametrize("spw,message", [
+    ("['2','2:0~15']", "spw element '2:0~15' has a channel selection"),
+    ("['1~4']", "spw element '1~4' uses range syntax"),
+    ("['2','42']", "spw group '42' names unknown spw(s) ['42']"),
+    ("['2','0']", "spw group '0' selects no data"),
+    ("['5']", "every spw group of CCIP_parameter.list was skipped"),
+])
+def test_cube_editimlist_errors(prepared, tmp_path, vlass_tiny, spw, message):
+    ws, _ = clone(prepared, tmp_path)
+    text = (vlass_tiny["dir"] / "CCIP_parameter.list").read_text()
+    lines = [ln for ln in text.splitlines() if not ln.startswith("spw=")] + [f"spw={spw}"]
+    (ws / "CCIP_parameter.list").write_text("\n".join(lines) + "\n")
+    if spw == "['5']":   # the fully flagged group must be flagged: restore the SE flags first
+        assert run_worker("vlass-restorepims", "--workspace", str(ws)).returncode == 0
+    proc = run_worker("vlass-editimlist-cube", "--workspace", str(ws), "--param", "parameter_list=CCIP_parameter.list")
+    assert proc.returncode == 2, proc.stdout[-2000:]
+    assert message in result(proc)["message"]
+    assert not (ws / "context" / "cube_targets.json").exists()
