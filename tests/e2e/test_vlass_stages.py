@@ -23,8 +23,9 @@ def prepared(vlass_tiny, tmp_path_factory):
     ws = tmp_path_factory.mktemp("vlass-stages")
     for name in ("SEIP_parameter.list", "reimaging_resources.tgz"):
         shutil.copyfile(vlass_tiny["dir"] / name, ws / name)
-    (ws / "pims.ms").symlink_to(vlass_tiny["pims"])
-    for args in (["vlass-importdata", "--param", "vis=pims.ms"],
+    pims = vlass_tiny["pims"].name    # resources are keyed on the MS name: keep it
+    (ws / pims).symlink_to(vlass_tiny["pims"])
+    for args in (["vlass-importdata", "--param", f"vis={pims}"],
                  ["vlass-editimlist-seip", "--param", "parameter_list=SEIP_parameter.list"],
                  ["vlass-transformimagedata"]):
         proc = run_worker(*args, "--workspace", str(ws))

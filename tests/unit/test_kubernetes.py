@@ -1,0 +1,224 @@
+"""Kubernetes, offline: every worker pod of the VLASS DAG rendered and validated strictly against
+Kubernetes 1.33, the Helm chart linted, rendered and validated, failure classes on recorded pods."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+from importlib import metadata
+from pathlib import Path
+from types import SimpleNamespace
+
+import kubernetes_validate
+import pytest
+import yaml
+from kubernetes.client import models as k8s
+
+from operators import resources as res
+from operators.casa_stage import CasaStageFailed, CasaStageOperator
+from operators.settings import Settings
+
+from ..tools import REPO, helm
+
+K8S = "1.33.0"
+RUN_ID = "manual__2026-01-01T00:00:00+00:00"
+
+
+@pytest.fixture(scope="module")
+def vlass_dag(airflow_db):
+    from airflow.dag_processing.dagbag import DagBag
+
+    bag = DagBag()
+    assert not bag.import_errors, bag.import_errors
+    return bag.get_dag("vlass_se_cube")
+
+
+def context(task_id, map_index=-1, try_number=1):
+    ti = SimpleNamespace(dag_id="vlass_se_cube", task_id=task_id, run_id=RUN_ID, map_index=map_index,
+                         try_number=try_number)
+    return {"dag": SimpleNamespace(dag_id="vlass_se_cube"), "run_id": RUN_ID, "ti": ti,
+            "params": {"execution_mode": "render"}}
+
+
+def rendered_pods(dag, groups=("2", "3,4", "6")):
+    """(task_id, map_index, resource_class, pod dict) for every CasaStageOperator of the DAG, the
+    mapped per-group chain expanded over ``groups``."""
+    out = []
+    for task in dag.tasks:
+        if not isinstance(task, CasaStageOperator):
+            continue
+        if task.task_group and task.task_group.group_id == "plane":   # the mapped task group
+            for i, g in enumerate(groups):
+                op = CasaStageOperator(task_id=task.task_id, stage=task.stage, resource_class=task.resource_class,
+                                       stage_params={"group": g}, tag="spw" + g.replace(",", "_"))
+                out.append((task.task_id, i, task.resource_class, op.execute(context(task.task_id, i))["pod"]))
+        else:
+            out.append((task.task_id, -1, task.resource_class, task.execute(context(task.task_id))["pod"]))
+    return out
+
+
+def test_every_vlass_pod_validates_and_is_hardened(vlass_dag):
+    pods = rendered_pods(vlass_dag)
+    stages = {t for t, _, _, _ in pods}
+    assert {"importdata", "restorepims", "plane.makeimages", "plane.makecutoutimages", "exportvlassdata",
+            "weblog"} <= stages
+    assert sum(1 for t, _, _, _ in pods if t == "plane.makeimages") == 3
+    cfg = Settings.from_env()
+    for task_id, map_index, rclass, pod in pods:
+        kubernetes_validate.validate(pod, K8S, strict=True)
+        spec = pod["spec"]
+        base = next(c for c in spec["containers"] if c["name"] == "base")
+        assert spec["securityContext"]["runAsNonRoot"] is True
+        assert spec["securityContext"]["seccompProfile"]["type"] == "RuntimeDefault"
+        for c in spec["containers"]:     # the XCom sidecar is hardened too
+            sc = c["securityContext"]
+            assert sc["readOnlyRootFilesystem"] and not sc["allowPrivilegeEscalation"]
+            assert sc["capabilities"]["drop"] == ["ALL"] and sc["runAsNonRoot"]
+        assert base["resources"] == cfg.resources[rclass], task_id
+        mounts = {m["name"]: m["mountPath"] for m in base["volumeMounts"]}
+        assert mounts["workspace"] == cfg.workspace_root and mounts["scratch"] == "/tmp"
+        claim = next(v for v in spec["volumes"] if v["name"] == "workspace")["persistentVolumeClaim"]
+        assert claim["claimName"] == cfg.workspace_claim
+        labels = pod["metadata"]["labels"]
+        assert labels["app.kubernetes.io/component"] == "casa-worker"
+        assert labels["dag_id"] == "vlass_se_cube" and labels["task_id"] and labels["try_number"] == "1"
+        if map_index >= 0:
+            assert labels["map_index"] == str(map_index)
+        assert pod["metadata"]["annotations"]["casaflow.org/run-id"] == RUN_ID
+        assert spec["activeDeadlineSeconds"] == cfg.active_deadline_seconds
+        assert spec["automountServiceAccountToken"] is False
+        env = {e["name"]: e["value"] for e in base["env"]}
+        assert env["CASAFLOW_RESULT_PATH"] == "/airflow/xcom/return.json"
+        assert int(env["OMP_NUM_THREADS"]) == res.cpu_count(cfg.resources[rclass]["limits"]["cpu"])
+        assert base["command"] == ["casa-worker"] and base["args"][1:3] == ["--workspace", base["args"][2]]
+    heavy = [p for t, _, r, p in pods if t == "plane.makeimages"]
+    assert all(p["spec"]["containers"][0]["resources"]["limits"]["memory"] == "32Gi" for p in heavy)
+
+
+def test_resources_overridable_per_task(monkeypatch):
+    monkeypatch.setenv("CASAFLOW_RESOURCES", '{"light": {"requests": {"cpu": "100m", "memory": "256Mi"}, '
+                                             '"limits": {"cpu": "200m", "memory": "512Mi"}}}')
+    op = CasaStageOperator(task_id="t", stage="noop", workspace="/w")
+    pod = op.execute(context("t"))["pod"]
+    assert pod["spec"]["containers"][0]["resources"]["limits"] == {"cpu": "200m", "memory": "512Mi"}
+    custom = CasaStageOperator(task_id="u", stage="noop", workspace="/w", container_resources=k8s.V1ResourceRequirements(
+        requests={"cpu": "3", "memory": "3Gi"}, limits={"cpu": "3", "memory": "3Gi"}))
+    assert custom.execute(context("u"))["pod"]["spec"]["containers"][0]["resources"]["limits"]["memory"] == "3Gi"
+
+
+def _pod(phase="Failed", reason=None, term_reason=None, exit_code=None, running=False):
+    state = k8s.V1ContainerState(
+        running=k8s.V1ContainerStateRunning() if running else None,
+        terminated=None if running or exit_code is None else
+        k8s.V1ContainerStateTerminated(exit_code=exit_code, reason=term_reason))
+    cs = k8s.V1ContainerStatus(name="base", image="i", image_id="", ready=False, restart_count=0, state=state)
+    return k8s.V1Pod(status=k8s.V1PodStatus(phase=phase, reason=reason, container_statuses=[cs]))
+
+
+@pytest.mark.parametrize("pod,expected", [
+    (_pod("Succeeded", exit_code=0), None),
+    (_pod(exit_code=2, term_reason="Error"), "input"),
+    (_pod(exit_code=3, term_reason="Error"), "science"),
+    (_pod(exit_code=4, term_reason="Error"), "transient"),
+    (_pod(exit_code=137, term_reason="OOMKilled"), "resource"),
+    (_pod(exit_code=134, term_reason="Error"), "science"),       # SIGABRT from casacore
+    (_pod(reason="DeadlineExceeded", running=True), "transient"),
+    (_pod(reason="Evicted", running=True), "transient"),
+])
+def test_pod_failure_classes(pod, expected):
+    assert res.pod_failure_class(pod) == expected
+
+
+def test_oom_retry_raises_memory_with_cap(tmp_path):
+    op = CasaStageOperator(task_id="img", stage="vlass-makeimages", resource_class="heavy", workspace=str(tmp_path),
+                           tag="spw2")
+    limits = []
+    for try_number in (1, 2, 3):
+        pod = op.execute(context("img", try_number=try_number))["pod"]
+        limits.append(pod["spec"]["containers"][0]["resources"]["limits"]["memory"])
+        res.record_oom_attempt(str(tmp_path), "vlass-makeimages", "spw2")   # that try was OOMKilled
+        op.container_resources = res.requirements(Settings.from_env(), "heavy")
+    assert limits == ["32Gi", "49152Mi", "65536Mi"]    # x1.5 after one OOM; x2.25 = 72Gi capped at 64Gi
+
+
+def test_retry_decision_per_failure_class():
+    op = CasaStageOperator(task_id="t", stage="noop", workspace="/w")
+    from airflow.sdk.exceptions import AirflowFailException
+
+    with pytest.raises(AirflowFailException):
+        op._raise_for("input", "bad")
+    with pytest.raises(AirflowFailException):
+        op._raise_for("science", "tclean")
+    for cls in ("transient", "resource"):
+        with pytest.raises(CasaStageFailed):
+            op._raise_for(cls, "x")
+    assert op.retries == 2 and op.retry_exponential_backoff
+
+
+# -- the chart ----------------------------------------------------------------------------------
+CHART = REPO / "helm" / "casaflow"
+
+
+def helm_run(*args, check=True):
+    return subprocess.run([str(helm()), *args], capture_output=True, text=True, check=check)
+
+
+def rendered(values_file: Path | None = None, sets=()):
+    args = ["template", "cf", str(CHART), "--namespace", "casaflow"]
+    if values_file:
+        args += ["-f", str(values_file)]
+    for s in sets:
+        args += ["--set", s]
+    return [d for d in yaml.safe_load_all(helm_run(*args).stdout) if d]
+
+
+def test_helm_lint_strict():
+    proc = helm_run("lint", "--strict", str(CHART), check=False)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+@pytest.mark.parametrize("values", [None, "custom"])
+def test_chart_renders_valid_manifests(tmp_path, values):
+    vf = None
+    if values:
+        vf = tmp_path / "v.yaml"
+        vf.write_text(yaml.safe_dump({
+            "executionMode": "kubernetes", "workspace": {"mountPath": "/data/ws", "claimName": "ws", "create": True,
+                                                         "storageClassName": "cephfs", "size": "2Ti"},
+            "products": {"destination": "s3://archive/vlass"}, "janitor": {"enabled": False},
+            "nodeSelector": {"casaflow/imaging": "true"},
+            "tolerations": [{"key": "imaging", "operator": "Exists", "effect": "NoSchedule"}]}))
+    docs = rendered(vf)
+    kinds = sorted(d["kind"] for d in docs)
+    expected = ["ConfigMap", "PersistentVolumeClaim", "Role", "RoleBinding", "ServiceAccount", "ServiceAccount"]
+    assert kinds == sorted(expected + ([] if values else ["CronJob"]))
+    for d in docs:
+        kubernetes_validate.validate(d, K8S, strict=True)
+    role = next(d for d in docs if d["kind"] == "Role")
+    verbs = {r["resources"][0]: set(r["verbs"]) for r in role["rules"]}
+    assert verbs["pods"] <= {"create", "get", "list", "watch", "delete", "patch"}
+    cm = next(d for d in docs if d["kind"] == "ConfigMap")["data"]
+    assert cm["CASAFLOW_WORKSPACE_ROOT"] == ("/data/ws" if values else "/casaflow/workspaces")
+    assert "secret" not in " ".join(cm).lower()
+
+
+def test_chart_schema_rejects_bad_values(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump({"resources": {"heavy": {"requests": {"cpu": 4, "memory": "16Gi"},
+                                                           "limits": {"cpu": "4", "memory": "32Gi"}}}}))
+    proc = helm_run("template", "cf", str(CHART), "-f", str(bad), check=False)
+    assert proc.returncode != 0 and "cpu" in proc.stderr
+    proc = helm_run("template", "cf", str(CHART), "--set", "executionMode=cloud", check=False)
+    assert proc.returncode != 0 and "executionMode" in proc.stderr
+
+
+# -- the image ------------------------------------------------------------------------------------
+def test_dockerfile_installs_the_tested_pins():
+    dockerfile = (REPO / "images" / "casa-worker" / "Dockerfile").read_text()
+    assert re.search(r'pip install .*-c constraints\.txt "\.\[casa\]"', dockerfile)
+    assert "COPY constraints.txt" in dockerfile and "USER 10001" in dockerfile
+    pins = dict(line.split("==", 1) for line in (REPO / "constraints.txt").read_text().splitlines()
+                if "==" in line and not line.startswith("#"))
+    for dist in ("casatools", "casatasks", "casadata", "astropy", "numpy", "lxml", "matplotlib", "six"):
+        assert pins[dist] == metadata.version(dist), dist   # the image gets what the tests ran with
+    assert f'org.casaflow.casatools.version="{pins["casatools"]}"' in dockerfile
