@@ -68,7 +68,7 @@ def write_config(path: Path | None = None) -> Path:
     path = path or config_path()
     text = _CONFIG_TEMPLATE.format(measurespath=str(casadata_measurespath()), logfile_env=LOGFILE_ENV)
     if path.is_file() and path.read_text() == text:
-        return path
+        return path   # the usual case, also on a read-only root filesystem (the worker image)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     tmp.write_text(text)

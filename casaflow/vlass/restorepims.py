@@ -132,6 +132,16 @@ def run(casa, workspace: Path, vis: str, tarball: Path, se: dict, imaging: dict)
                     naming.INITIAL_FLAG_VERSION)
         casa.task("flagmanager", vis=vis, mode="restore", versionname=naming.INITIAL_FLAG_VERSION)
         casa.task("initweights", vis=vis, wtmode="nyq")
+        # Unlike the reference, also drop CORRECTED_DATA: with it present, statwt on
+        # 'residual_data' updates SIGMA instead of WEIGHT, and the re-run would keep Nyquist
+        # weights. Without it the re-run repeats the first run exactly.
+        if _has_column(casa, vis, "CORRECTED_DATA"):
+            tb = casa.tool("table")
+            tb.open(vis, nomodify=False)
+            try:
+                tb.removecols(["CORRECTED_DATA"])
+            finally:
+                tb.close()
     if _has_column(casa, f"{vis}/SOURCE", "SOURCE_MODEL"):
         casa.task("delmod", vis=vis, otf=True, scr=False)
 

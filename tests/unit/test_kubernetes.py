@@ -222,3 +222,53 @@ def test_dockerfile_installs_the_tested_pins():
     for dist in ("casatools", "casatasks", "casadata", "astropy", "numpy", "lxml", "matplotlib", "six"):
         assert pins[dist] == metadata.version(dist), dist   # the image gets what the tests ran with
     assert f'org.casaflow.casatools.version="{pins["casatools"]}"' in dockerfile
+
+
+# -- the janitor ----------------------------------------------------------------------------------
+def _worker_pod(name, age_min, try_number="1", annotated=True):
+    import datetime as dt
+
+    ann = {"casaflow.org/dag-id": "vlass_se_cube", "casaflow.org/run-id": RUN_ID,
+           "casaflow.org/task-id": "plane.makeimages", "casaflow.org/map-index": "0",
+           "casaflow.org/try-number": try_number} if annotated else {}
+    created = dt.datetime.now(dt.timezone.utc) - dt.timedelta(minutes=age_min)
+    return k8s.V1Pod(metadata=k8s.V1ObjectMeta(name=name, annotations=ann, creation_timestamp=created,
+                                               labels={"app.kubernetes.io/component": "casa-worker"}))
+
+
+class RecordingCoreV1:
+    """Stands in for the Kubernetes API (no cluster can run here): lists given pods, records deletes."""
+
+    def __init__(self, pods):
+        self.pods, self.deleted = pods, []
+
+    def list_namespaced_pod(self, namespace, label_selector):
+        assert label_selector == "app.kubernetes.io/component=casa-worker"
+        return SimpleNamespace(items=self.pods)
+
+    def delete_namespaced_pod(self, name, namespace):
+        self.deleted.append(name)
+
+
+@pytest.mark.parametrize("state,try_number,pod_try,deleted", [
+    ("running", 1, "1", False),          # the live try: untouched
+    ("success", 1, "1", True),           # finished: its pod is an orphan
+    ("failed", 1, "1", True),
+    ("running", 2, "1", True),           # pod of an earlier try
+    (None, None, "1", True),             # task instance gone (run deleted)
+])
+def test_janitor_decisions(state, try_number, pod_try, deleted):
+    from casaflow_ops import janitor
+
+    api = RecordingCoreV1([_worker_pod("p-old", 60, pod_try), _worker_pod("p-young", 1, pod_try)])
+    lookup = (lambda *ids: None) if state is None else (lambda *ids: (state, try_number))
+    janitor.run("casaflow", 30, core_v1=api, lookup=lookup)
+    assert api.deleted == (["p-old"] if deleted else [])   # the young pod is always in its grace period
+
+
+def test_janitor_dry_run_and_unannotated():
+    from casaflow_ops import janitor
+
+    api = RecordingCoreV1([_worker_pod("p", 60, annotated=False)])
+    doomed = janitor.run("casaflow", 30, dry_run=True, core_v1=api, lookup=lambda *ids: ("running", 1))
+    assert doomed == [("p", "no casaflow task annotations")] and api.deleted == []
