@@ -89,11 +89,10 @@ def run_stage(stage_name: str, workspace: Path, raw_params: dict, tag: str | Non
         result.failure_class = classify(exc)
         result.message = f"{type(exc).__name__}: {exc}"
         log.error("stage %s failed (%s): %s", stage_name, result.failure_class, exc)
-        if result.failure_class != "input":
-            log.debug("%s", traceback.format_exc())
-            (workspace / "logs").mkdir(parents=True, exist_ok=True) if workspace.exists() else None
-            if workspace.exists():
-                (workspace / "logs" / f"{stage_name}{suffix}.traceback.txt").write_text(traceback.format_exc())
+        if result.failure_class != "input" and workspace.exists():
+            # Kept for the person debugging a science failure; the result carries the message.
+            (workspace / "logs").mkdir(exist_ok=True)
+            (workspace / "logs" / f"{stage_name}{suffix}.traceback.txt").write_text(traceback.format_exc())
     result.finished = time.time()
     if workspace.exists():
         result.write(out_path)

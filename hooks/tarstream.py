@@ -35,7 +35,8 @@ def iter_tree(root: Path):
 
 def write_tar(root: Path, sink) -> None:
     """Write ``root`` as an uncompressed tar stream into ``sink`` (anything with ``write``)."""
-    with tarfile.open(fileobj=sink, mode="w|", format=tarfile.PAX_FORMAT) as tar:
+    # Stream mode writes in `bufsize` records; the default (10 KiB) means ~100k sink calls per GB.
+    with tarfile.open(fileobj=sink, mode="w|", format=tarfile.PAX_FORMAT, bufsize=1 << 20) as tar:
         for path, arcname in iter_tree(root):
             tar.add(str(path), arcname=arcname, recursive=False, filter=_normalise)
 
@@ -61,7 +62,7 @@ class HashingSink:
         self.sha256.update(data)
         self.size += n
         if self.part_size is None:
-            self.emit(bytes(data))
+            self.emit(data)
             return n
         self._buf += data
         while len(self._buf) >= self.part_size:

@@ -25,6 +25,3 @@ def worker_argv(worker: str, stage: str, workspace: str, params: dict | None, ta
     if tag:
         argv += ["--tag", str(tag)]
     return argv
-
-
-
