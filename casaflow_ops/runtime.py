@@ -159,24 +159,29 @@ class Runtime:
         raise TimeoutError(f"Airflow not healthy after {timeout:.0f} s ({last}); logs in {self.home / 'logs'}")
 
     def down(self, timeout: float = 30.0) -> list[str]:
-        stopped = []
+        """SIGTERM every component's process group, wait for all at once, SIGKILL what is left."""
+        running = {}
         for name in (*reversed(COMPONENTS), "s3"):
             pid = self.pid(name)
             if pid is None:
                 self.pid_file(name).unlink(missing_ok=True)
                 continue
+            running[name] = pid
             try:
                 os.killpg(pid, signal.SIGTERM)
             except ProcessLookupError:
                 pass
-            deadline = time.monotonic() + timeout
-            while self.pid(name) and time.monotonic() < deadline:
-                time.sleep(0.5)
+        deadline = time.monotonic() + timeout
+        while any(self.pid(n) for n in running) and time.monotonic() < deadline:
+            time.sleep(0.5)
+        for name, pid in running.items():
             if self.pid(name):
-                os.killpg(pid, signal.SIGKILL)
+                try:
+                    os.killpg(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
             self.pid_file(name).unlink(missing_ok=True)
-            stopped.append(name)
-        return stopped
+        return list(running)
 
     def status(self) -> dict:
         out = {name: ("running (pid %d)" % p) if (p := self.pid(name)) else "stopped"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import glob
 import shutil
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -19,22 +20,25 @@ def exists(name: str) -> bool:
     return Path(name).exists()
 
 
-def shape(casa, name: str) -> list[int]:
+@contextmanager
+def opened(casa, name: str):
+    """An image tool open on ``name``, closed afterwards whatever happens."""
     ia = casa.tool("image")
     ia.open(name)
     try:
-        return [int(n) for n in ia.shape()]
+        yield ia
     finally:
         ia.close()
+
+
+def shape(casa, name: str) -> list[int]:
+    with opened(casa, name) as ia:
+        return [int(n) for n in ia.shape()]
 
 
 def has_beam(casa, name: str) -> bool:
-    ia = casa.tool("image")
-    ia.open(name)
-    try:
+    with opened(casa, name) as ia:
         return bool(ia.restoringbeam())
-    finally:
-        ia.close()
 
 
 def copy_beams(casa, source: str, target: str) -> bool:
@@ -66,56 +70,31 @@ def copy_beams(casa, source: str, target: str) -> bool:
 
 def beam_of(casa, name: str, channel: int = 0, polarization: int = 0) -> dict:
     """Restoring beam (arcsec, deg) of one plane."""
-    ia = casa.tool("image")
-    ia.open(name)
-    try:
+    with opened(casa, name) as ia:
         rb = ia.restoringbeam(channel=channel, polarization=polarization)
-    finally:
-        ia.close()
     qa = casa.tools.quanta()
     return {"bmaj": qa.convert(rb["major"], "arcsec")["value"], "bmin": qa.convert(rb["minor"], "arcsec")["value"],
             "bpa": qa.convert(rb["positionangle"], "deg")["value"]}
 
 
 def set_miscinfo(casa, name: str, values: dict) -> None:
-    ia = casa.tool("image")
-    ia.open(name)
-    try:
+    with opened(casa, name) as ia:
         info = ia.miscinfo()
         info.update(values)
         ia.setmiscinfo(info)
-    finally:
-        ia.close()
-
-
-def miscinfo(casa, name: str) -> dict:
-    ia = casa.tool("image")
-    ia.open(name)
-    try:
-        return dict(ia.miscinfo())
-    finally:
-        ia.close()
 
 
 def stokes_labels(casa, name: str) -> str:
-    ia = casa.tool("image")
-    ia.open(name)
-    try:
+    with opened(casa, name) as ia:
         cs = ia.coordsys()
         labels = "".join(cs.stokes())
         cs.done()
         return labels
-    finally:
-        ia.close()
 
 
 def pixels(casa, name: str) -> np.ndarray:
-    ia = casa.tool("image")
-    ia.open(name)
-    try:
+    with opened(casa, name) as ia:
         return ia.getchunk(dropdeg=False)
-    finally:
-        ia.close()
 
 
 def madrms(values: np.ndarray) -> float:
