@@ -32,6 +32,13 @@ def _e(x) -> str:
     return html.escape(str(x))
 
 
+def _table(headers: list[str], rows) -> str:
+    """An HTML table; cells are HTML already (escape values with _e)."""
+    head = "".join(f"<th>{h}</th>" for h in headers)
+    body = "".join("<tr>" + "".join(f"<td>{c}</td>" for c in row) + "</tr>" for row in rows)
+    return f"<table><tr>{head}</tr>{body}</table>"
+
+
 def _stage_rows(results: list[dict]) -> str:
     rows = []
     for r in results:
@@ -104,23 +111,21 @@ def render(workspace: Path, title: str, casa=None) -> Path:
     parts.append("<h2>Stages</h2>" + _stage_rows(results))
     cube = ctx.get("cube_targets")
     if cube:
-        parts.append("<h2>Imaging targets</h2><table><tr><th>imagename</th><th>mask</th><th>spw</th><th>reffreq</th>"
-                     "<th>flagged</th></tr>" + "".join(
-                         f"<tr><td>{_e(t['imagename'])}</td><td>{'<br>'.join(_e(m) for m in t['mask'])}</td>"
-                         f"<td>{_e(t['spw'])}</td><td>{_e(t['reffreq'])}</td><td>{t['flagpct'] * 100:.1f}%</td></tr>"
-                         for t in cube["targets"]) + "</table>")
+        parts.append("<h2>Imaging targets</h2>" + _table(
+            ["imagename", "mask", "spw", "reffreq", "flagged"],
+            ([_e(t["imagename"]), "<br>".join(_e(m) for m in t["mask"]), _e(t["spw"]), _e(t["reffreq"]),
+              f"{t['flagpct'] * 100:.1f}%"] for t in cube["targets"])))
         for w in cube.get("warnings", []):
             parts.append(f"<p class='warn'>{_e(w)}</p>")
         parts.append("<h2>Planes (pb-corrected cut-outs)</h2>" +
                      _thumbnails(casa, workspace, cube["targets"], out / "thumbs"))
     planes = ctx.get("planes")
     if planes:
-        parts.append("<h2>Plane rejection</h2><table><tr><th>group</th><th>reffreq (GHz)</th><th>beam (\")</th>"
-                     "<th>beam deviation</th><th>flagged</th><th>kept</th></tr>" + "".join(
-                         f"<tr><td>{_e(p['group'])}</td><td>{p['reffreq_ghz']:.4f}</td>"
-                         f"<td>{p['beam']['bmaj']:.2f} x {p['beam']['bmin']:.2f}</td><td>{p['beam_dev']:.3f}</td>"
-                         f"<td>{p['flagpct'] * 100:.1f}%</td><td>{'yes' if p['keep'] else 'REJECTED'}</td></tr>"
-                         for p in planes["planes"]) + "</table>")
+        parts.append("<h2>Plane rejection</h2>" + _table(
+            ["group", "reffreq (GHz)", "beam (\")", "beam deviation", "flagged", "kept"],
+            ([_e(p["group"]), f"{p['reffreq_ghz']:.4f}", f"{p['beam']['bmaj']:.2f} x {p['beam']['bmin']:.2f}",
+              f"{p['beam_dev']:.3f}", f"{p['flagpct'] * 100:.1f}%", "yes" if p["keep"] else "REJECTED"]
+             for p in planes["planes"])))
         for f in planes.get("failed", []):
             parts.append(f"<p class='banner'>spw group {_e(f['group'])} failed: {_e(f['failure'])}</p>")
     stokes = ctx.get("stokes")
@@ -134,9 +139,9 @@ def render(workspace: Path, title: str, casa=None) -> Path:
         parts.append("<h2>Products</h2><ul>" + "".join(f"<li>{_e(o['fits'])}</li>" for o in export["fits"]) + "</ul>")
     restore = ctx.get("restorepims")
     if restore:
-        parts.append("<h2>restorepims resources</h2><table>" + "".join(
-            f"<tr><td>{_e(k)}</td><td>{'&#10003;' if v[1] else '&#10007;'}</td><td>{_e(v[0])}</td></tr>"
-            for k, v in restore["resources"].items()) + "</table>")
+        parts.append("<h2>restorepims resources</h2>" + _table(
+            ["resource", "found", "paths or pattern"],
+            ([_e(k), "&#10003;" if v[1] else "&#10007;", _e(v[0])] for k, v in restore["resources"].items())))
     parts.append("</body></html>")
     index = out / "index.html"
     index.write_text("\n".join(parts))
