@@ -65,17 +65,22 @@ def push_products(context, dataset_id: str, product_dirs: list[str], extra: list
     from hooks.product_store import ProductStoreHook
 
     ws = workspace(context)
+    # Each stage's result names the products it made: the manifest's producing stage comes from there.
+    produced, versions = {}, {"airflow": airflow_version}
+    for res_file in sorted((ws / "results").glob("*.json")):
+        res = json.loads(res_file.read_text())
+        versions.update(res.get("versions", {}))
+        for product in res.get("products", []):
+            produced[product["path"]] = (res["stage"], product.get("role", ""))
     items = []
     for rel in product_dirs:
         base = ws / rel
         for path in sorted(p for p in base.rglob("*") if p.is_file() and not p.name.startswith(".")):
-            items.append(Item(path, str(path.relative_to(base)), _stage_of(path), ""))
+            stage, role = produced.get(str(path.relative_to(ws)), ("", ""))
+            items.append(Item(path, str(path.relative_to(base)), stage, role))
     for rel, key in extra:
-        items.append(Item(ws / rel, key, "", ""))
-    versions = {"airflow": airflow_version}
-    for res in sorted((ws / "results").glob("*.json")):
-        versions.update(json.loads(res.read_text()).get("versions", {}))
-        break
+        stage, role = produced.get(rel, ("", ""))
+        items.append(Item(ws / rel, key, stage, role))
     params = {k: v for k, v in (context.get("params") or {}).items() if not isinstance(v, (dict, list))}
     ti = context.get("ti")
     info = DeliveryInfo(dataset_id, context["dag"].dag_id, context["run_id"], getattr(ti, "try_number", 0),
@@ -88,11 +93,3 @@ def push_products(context, dataset_id: str, product_dirs: list[str], extra: list
     return {"dataset_id": dataset_id, "manifest": report.manifest_url, "objects": len(report.entries),
             "uploaded": len(report.uploaded), "skipped": len(report.skipped)}
 
-
-def _stage_of(path: Path) -> str:
-    name = path.name
-    if name.endswith(".fits"):
-        return "exportdata"
-    if name == "weblog.tgz":
-        return "weblog"
-    return "export"

@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from ..vlass.naming import se_resource_names
+from ..vlass.transform import split_for_imaging, split_name
 from .common import (PointSource, antenna_file, corrupt, fmt_j2000, fresh_dir, make_componentlist,
                      make_tarball, offset_direction, read_antennas, simulator_angle_factor, write_json)
 
@@ -231,7 +232,7 @@ def build(outdir: Path, casa, preset_name: str = "tiny", seed: int = 1,
     phases = corrupt(casa.tools, pims, rng, preset.noise_jy, preset.phase_rms_deg)
 
     # ---- the SE-CONT run, in its own working directory ------------------------------------
-    se_vis = f"{FSID}_split_split.ms"
+    se_vis = split_name(pims.name)
     names = se_resource_names(se_vis, SE_IMAGENAME, model_stage=SE_MODEL_STAGE,
                               selfcal_stage=SE_SELFCAL_STAGE, tier1_stage=SE_TIER1_STAGE,
                               tier2_stage=SE_TIER2_STAGE)
@@ -240,9 +241,8 @@ def build(outdir: Path, casa, preset_name: str = "tiny", seed: int = 1,
     cwd = os.getcwd()
     os.chdir(scratch)
     try:
-        casa.task("mstransform", vis=str(pims), outputvis=se_vis, datacolumn="data", reindex=False,
-                  chanbin=1, timebin="0s")
-        casa.task("initweights", vis=se_vis, wtmode="nyq")
+        # The same split the cube workflow makes: the statwt_1 flags are restored row by row.
+        split_for_imaging(casa, str(pims), se_vis)
         phasecenter = fmt_j2000(PHASECENTER_RA_DEG, PHASECENTER_DEC_DEG)
         mask_regions = [f"circle[[{s.ra_deg}deg, {s.dec_deg}deg], 60arcsec]" for s in sources]
         model_root = names["model_root"]

@@ -27,6 +27,13 @@ def _target(ctx, group: str, needed_by: str) -> dict:
                      f"{[t['group'] for t in targets]}")
 
 
+def _keep_parameter_list(ctx, plist_path: Path) -> None:
+    """A copy by basename in the workspace: exportvlassdata exports it from there."""
+    copy = ctx.workspace / plist_path.name
+    if copy.resolve() != plist_path.resolve():
+        shutil.copyfile(plist_path, copy)
+
+
 def _input_path(ctx, rel: str, param: str) -> Path:
     path = ctx.workspace / rel
     if not path.exists():
@@ -69,9 +76,7 @@ def editimlist_seip(ctx, parameter_list):
     vis = context.read(ctx.workspace, "import", "vlass-editimlist-seip")["vis"]
     target = editimlist.seip_target(ctx.casa, ctx.workspace / vis, plist_path)
     target["imaging"] = H.imaging_params(paramlist.parse(plist_path))
-    copy = ctx.workspace / plist_path.name
-    if copy.resolve() != plist_path.resolve():
-        shutil.copyfile(plist_path, copy)
+    _keep_parameter_list(ctx, plist_path)
     context.write(ctx.workspace, "seip_target", target)
     return {"imagename": target["imagename"], "field": target["field"], "nfield": len(target["field_names"])}
 
@@ -79,15 +84,15 @@ def editimlist_seip(ctx, parameter_list):
 @stage("vlass-transformimagedata", resource_class="medium", params=[])
 def transformimagedata(ctx):
     """hif_transformimagedata: split the PIMS to <root>_split.ms (reindex=False), Nyquist weights."""
+    from ..vlass.transform import split_for_imaging, split_name
+
     vis = context.read(ctx.workspace, "import", "vlass-transformimagedata")["vis"]
     se = context.read(ctx.workspace, "seip_target", "vlass-transformimagedata")
-    out = Path(vis).name[:-3] + "_split.ms" if vis.endswith(".ms") else Path(vis).name + "_split.ms"
+    out = split_name(vis)
     for stale in (out, out + ".flagversions"):
         if (ctx.workspace / stale).exists():
             shutil.rmtree(ctx.workspace / stale)
-    ctx.casa.task("mstransform", vis=vis, outputvis=out, field=se["field"], spw="", datacolumn="data",
-                  reindex=False, chanbin=1, timebin="0s", keepflags=True)
-    ctx.casa.task("initweights", vis=out, wtmode="nyq")
+    split_for_imaging(ctx.casa, vis, out, se["field"])
     context.write(ctx.workspace, "imaging_ms", {"vis": out})
     return {"vis": out}
 
@@ -147,9 +152,7 @@ def editimlist_cube(ctx, parameter_list, plane_reject):
     targets, warnings, stats = editimlist.cube_targets(ctx.casa, ctx.workspace / vis, plist_path, masks, cfg)
     for w in warnings:
         ctx.warn(w)
-    copy = ctx.workspace / plist_path.name
-    if copy.resolve() != plist_path.resolve():
-        shutil.copyfile(plist_path, copy)
+    _keep_parameter_list(ctx, plist_path)
     context.write(ctx.workspace, "cube_targets", {"targets": targets, "stats": stats, "warnings": warnings})
     return {"groups": [t["group"] for t in targets],
             "targets": [{"group": t["group"], "tag": t["suffix"], "reffreq": t["reffreq"],
@@ -329,6 +332,8 @@ def exportvlassdata(ctx, products_dir):
     for name in out["com"]:
         ctx.result.add_product(Path(products_dir) / name, role="fits-com")
     ctx.result.add_product(Path(products_dir) / out["manifest"], role="pipeline_manifest")
+    for name in out["copied"]:
+        ctx.result.add_product(Path(products_dir) / name, role="parameter_list" if name.endswith(".list") else "log")
     context.write(ctx.workspace, "export", out)
     return {"products_dir": products_dir, "fits": [o["fits"] for o in out["fits"]], "com": out["com"],
             "manifest": f"{products_dir}/{out['manifest']}"}

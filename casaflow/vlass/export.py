@@ -181,13 +181,16 @@ def run(casa, workspace: Path, vis: str, planes: list[dict], products_rel: str, 
     outputs = []
     for p in planes:
         outputs += export_plane(casa, p["root"], products, obs)
+    copied = []
     for name in parameter_files:
         shutil.copyfile(workspace / name, products / name)
+        copied.append(name)
     commands = workspace / "casa_commands.log"
     if commands.exists():
         shutil.copyfile(commands, products / "casa_commands.log")
+        copied.append("casa_commands.log")
     manifest = write_manifest(products, products_rel, [o["fits"] for o in outputs], parameter_files,
                               software_versions().get("casatools", ""))
     com, warnings = com_images(casa, outputs, products)
-    return {"products_dir": products_rel, "fits": outputs, "manifest": manifest.name, "com": com,
+    return {"products_dir": products_rel, "fits": outputs, "manifest": manifest.name, "com": com, "copied": copied,
             "warnings": warnings, "observation": obs}

@@ -162,6 +162,9 @@ def test_every_pushed_object_matches_the_delivery_manifest(good_run):
     for e in entries:
         data = client.get_object(Bucket=bucket, Key=f"vlass/tiny-ok/{e.key}")["Body"].read()
         assert hashlib.sha256(data).hexdigest() == e.sha256 and len(data) == e.size
+        # the producing stage, as the stage's own result recorded it
+        expected = "vlass-weblog" if e.key == "weblog.tgz" else "vlass-exportvlassdata"
+        assert e.stage == expected, (e.key, e.stage)
 
 
 def test_weblog_has_the_plots_and_thumbnails(good_run):
