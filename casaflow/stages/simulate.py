@@ -27,3 +27,36 @@ def simulate_vlass(ctx, outdir, preset, seed, groups, flagged_group):
         ctx.result.add_product(Path(outdir) / name, role=role)
     return {"outdir": outdir, "pims": f"{outdir}/{truth['pims']}", "groups": truth["groups"],
             "flagged_groups": truth["flagged_groups"], "build_seconds": truth["build_seconds"]}
+
+
+@stage("simulate-alma", resource_class="medium", params=[
+    Param("outdir", "str", default="input", help="directory (relative to the workspace) to build into"),
+    Param("preset", "str", default="tiny", choices=("tiny", "small"), help="size preset"),
+    Param("seed", "int", default=1, help="random seed: same seed, same data"),
+])
+def simulate_alma(ctx, outdir, preset, seed):
+    """Build an ALMA pipeline working directory for one MOUS (two EBs, calibrated and imaged by CASA)."""
+    from ..simulate import alma
+
+    out = ctx.workspace / outdir
+    truth = alma.build(out, ctx.casa, preset, seed)
+    ctx.result.add_product(Path(outdir) / truth["working"], role="working_dir")
+    ctx.result.add_product(Path(outdir) / "truth.json", role="truth")
+    return {"outdir": outdir, "working": f"{outdir}/{truth['working']}", "vis": truth["vis"],
+            "build_seconds": truth["build_seconds"]}
+
+
+@stage("simulate-manual-tree", resource_class="medium", params=[
+    Param("outdir", "str", default="input", help="directory (relative to the workspace) to build into"),
+    Param("shape", "str", default="multi", choices=("multi", "single"),
+          help="'multi': SB with several executions and Combined/; 'single': one execution"),
+    Param("preset", "str", default="tiny", choices=("tiny", "small"), help="size preset"),
+    Param("seed", "int", default=1, help="random seed: same seed, same data"),
+])
+def simulate_manual_tree(ctx, outdir, shape, preset, seed):
+    """Build a manual-reduction (QA2) tree as the QA2 packaging guide describes it."""
+    from ..simulate import manual_tree
+
+    truth = manual_tree.build(ctx.workspace / outdir, ctx.casa, shape, preset, seed)
+    ctx.result.add_product(Path(outdir) / truth["origpath"], role="origpath")
+    return {"origpath": f"{outdir}/{truth['origpath']}", "build_seconds": truth["build_seconds"]}

@@ -1,0 +1,596 @@
+"""An ALMA pipeline working directory for one MOUS, as a finished calibration + imaging run
+leaves it, made for real by CASA (reference-pipeline.md §7, §8).
+
+What is built under ``<outdir>/<RelativePath>/working`` (the tree ``executeppr`` uses):
+
+* Two execution blocks ``uid___A002_..._X....ms`` in two sessions (the session is recorded in the
+  OBSERVATION table's SCHEDULE column, where msmetadata reads it). ALMA 12-m antennas at band 3,
+  two spws with linear feeds XX XY YX YY, scans with BANDPASS+FLUX, PHASE and TARGET intents.
+  Sky: unpolarised calibrators, a polarised target; corrupted with per-antenna bandpass ripples,
+  amplitude and phase gains, and thermal noise.
+* Calibration made by CASA as the pipeline does it: deterministic flags (flag version
+  ``after_deterministic_flagging``), setjy on the flux calibrator, a phase-up and ``bandpass``,
+  ``gaincal`` phase and amplitude, ``fluxscale`` (the derived fluxes go to ``flux.csv``), then
+  ``applycal`` per field and intent, and the ``Pipeline_Final`` flag version.
+* A ``<vis>_targets.ms`` per EB (the imaging MS, split of the calibrated target data).
+* Images made by tclean (with ``.pb``, ``.mask``, ``.image.pbcor``), named as ``hif_makeimages``
+  names them: calibrator images per spw, target images per spw, and a continuum target image
+  in Stokes I and one in IQUV; header keywords as the pipeline writes them.
+* The PPR (``PPR_<mous>.xml``), ``casa_commands.log`` (every CASA call, in order),
+  ``casa_pipescript.py``, a small weblog ``pipeline-<timestamp>/html``, ``cont.dat``,
+  flag templates, and ``pipeline_qa.json``: the run's QA record (per stage: number, task name,
+  times, scores with metrics and data selections; flux measurements; image sensitivities), which
+  stands in for the pipeline context the AQUA report is made from.
+* ``truth.json`` beside ``working`` says what was simulated.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import shutil
+import time
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+
+import numpy as np
+
+from ..alma.naming import uid_to_fs
+from .common import PointSource, antenna_file, corrupt, fresh_dir, read_antennas, write_json
+
+log = logging.getLogger("casaflow.simulate.alma")
+
+PROJECT = "2025.1.00123.S"
+SOUS, GOUS, MOUS = "uid://A001/X3d5e/X10", "uid://A001/X3d5e/X11", "uid://A001/X3d5e/X12"
+OUS_ENTITY, OUS_PART = "uid://A001/X3d5e/X0f", "X1234567"
+EBS = ("uid://A002/Xf00d12/X1a2b", "uid://A002/Xf00d12/X2c3d")
+SESSIONS = ("session_1", "session_2")
+RECIPE = "hifa_calimage"
+PIPELINE_VERSION = "casaflow-sim-2026.1"
+TIMESTAMP = "20261120T100000"
+OBS_DATES = ("2026/11/20/06:00:00", "2026/11/21/06:30:00")
+
+BP_CAL = PointSource("J1924-2914", 291.9481, -29.2417, 2.5, 0.0, 0.0, 0.0, -0.6, 100e9)
+PH_CAL = PointSource("J1923-2904", 290.8000, -29.0700, 0.8, 0.0, 0.0, 0.0, -0.4, 100e9)
+TARGET = PointSource("IRAS19250", 291.3000, -29.0500, 0.05, 0.0025, -0.0015, 0.0, 0.5, 100e9)
+
+
+@dataclass(frozen=True)
+class AlmaPreset:
+    n_ant: int
+    n_spw: int
+    nchan: int
+    integration_s: float
+    cal_scan_s: float
+    target_scan_s: float
+    imsize: int
+    cell_arcsec: float
+    niter: int
+    noise_jy: float
+
+
+PRESETS = {
+    # For tests: two EBs calibrated and imaged in about two minutes on two cores.
+    "tiny": AlmaPreset(n_ant=16, n_spw=2, nchan=8, integration_s=6.0, cal_scan_s=36.0, target_scan_s=60.0,
+                       imsize=80, cell_arcsec=0.6, niter=100, noise_jy=0.02),
+    "small": AlmaPreset(n_ant=25, n_spw=4, nchan=16, integration_s=6.0, cal_scan_s=60.0, target_scan_s=120.0,
+                        imsize=128, cell_arcsec=0.5, niter=300, noise_jy=0.02),
+}
+
+BAND3_SPW_HZ = (100.0e9, 102.0e9, 112.0e9, 114.0e9)
+SPW_WIDTH_HZ = 250e6
+
+INTENT_STRINGS = {"bp": "CALIBRATE_BANDPASS#ON_SOURCE,CALIBRATE_FLUX#ON_SOURCE,CALIBRATE_WVR#ON_SOURCE",
+                  "ph": "CALIBRATE_PHASE#ON_SOURCE,CALIBRATE_WVR#ON_SOURCE",
+                  "sci": "OBSERVE_TARGET#ON_SOURCE"}
+
+
+def relative_path() -> str:
+    """The PPR's RelativePath: ``<project>_<time>/SOUS_<uid>/GOUS_<uid>/MOUS_<uid>``."""
+    return (f"{PROJECT}_2026_11_20T10_00_00.000/SOUS_{uid_to_fs(SOUS)}/GOUS_{uid_to_fs(GOUS)}"
+            f"/MOUS_{uid_to_fs(MOUS)}")
+
+
+def ms_name(eb: str) -> str:
+    return f"{uid_to_fs(eb)}.ms"
+
+
+def spw_list(preset: AlmaPreset) -> str:
+    return ",".join(str(i) for i in range(preset.n_spw))
+
+
+# ------------------------------------------------------------------------------------------
+class _Recorder:
+    """The run's QA record, kept as the pipeline keeps its results: stage by stage."""
+
+    def __init__(self):
+        self.stages: list[dict] = []
+        self.flux: list[dict] = []
+        self.gflux: list[dict] = []
+        self.sensitivities: list[dict] = []
+
+    def stage(self, name: str, scores: list[dict], start: float, topic: str) -> None:
+        self.stages.append({"number": len(self.stages) + 1, "name": name, "topic": topic,
+                            "start": start, "end": time.time(), "scores": scores})
+
+    @staticmethod
+    def score(value: float, reason: str, metric: tuple = ("Unknown metric", "N/A", ""), asdm=(), session=(),
+              spw=(), intent=(), field="", antenna="") -> dict:
+        return {"score": round(float(value), 4), "reason": reason, "hidden": False,
+                "metric": {"name": metric[0], "value": metric[1], "units": metric[2]},
+                "selection": {"asdm": list(asdm), "session": list(session), "spw": list(spw),
+                              "intent": list(intent), "field": field, "antenna": antenna}}
+
+    def to_dict(self) -> dict:
+        return {"stages": self.stages, "flux_measurements": self.flux, "gfluxscale": self.gflux,
+                "sensitivities": self.sensitivities}
+
+
+def _observe(casa, ms: Path, preset: AlmaPreset, eb_index: int) -> None:
+    ct = casa.tools
+    ants = read_antennas(antenna_file("alma.cycle10.1.cfg"))
+    n = preset.n_ant
+    me = ct.measures()
+    sm = ct.simulator()
+    sm.open(str(ms))
+    sm.setconfig(telescopename="ALMA", x=ants["x"][:n], y=ants["y"][:n], z=ants["z"][:n],
+                 dishdiameter=ants["diam"][:n], mount=["alt-az"], antname=[f"DA{41 + i}" for i in range(n)],
+                 padname=ants["names"][:n], coordsystem="local", referencelocation=me.observatory("ALMA"))
+    chan = SPW_WIDTH_HZ / preset.nchan
+    for sid in range(preset.n_spw):
+        sm.setspwindow(spwname=f"X{1873 + sid}#ALMA_RB_03#BB_{sid + 1}#SW-01#FULL_RES",
+                       freq=f"{BAND3_SPW_HZ[sid] + chan / 2}Hz", deltafreq=f"{chan}Hz",
+                       freqresolution=f"{chan}Hz", nchannels=preset.nchan, stokes="XX XY YX YY")
+    sm.setfeed(mode="perfect X Y")
+    for src in (BP_CAL, PH_CAL, TARGET):
+        sm.setfield(sourcename=src.name, sourcedirection=me.direction("J2000", f"{src.ra_deg}deg",
+                                                                        f"{src.dec_deg}deg"))
+    sm.setlimits(shadowlimit=0.001, elevationlimit="5deg")
+    sm.setauto(autocorrwt=0.0)
+    sm.settimes(integrationtime=f"{preset.integration_s}s", usehourangle=True,
+                referencetime=me.epoch("utc", OBS_DATES[eb_index]))
+    sequence = [("bp", BP_CAL, preset.cal_scan_s), ("ph", PH_CAL, preset.cal_scan_s),
+                ("sci", TARGET, preset.target_scan_s), ("ph", PH_CAL, preset.cal_scan_s),
+                ("sci", TARGET, preset.target_scan_s), ("ph", PH_CAL, preset.cal_scan_s)]
+    t = -0.5 * sum(s for _, _, s in sequence)
+    for kind, src, length in sequence:
+        for sid in range(preset.n_spw):
+            sm.observe(sourcename=src.name, spwname=f"X{1873 + sid}#ALMA_RB_03#BB_{sid + 1}#SW-01#FULL_RES",
+                       starttime=f"{t}s", stoptime=f"{t + length}s", state_obs_mode=INTENT_STRINGS[kind])
+        t += length
+    sm.close()
+    # The session and the execution block are where msmetadata.schedule() reads them.
+    tb = ct.table()
+    tb.open(str(ms / "OBSERVATION"), nomodify=False)
+    tb.putcell("SCHEDULE", 0, np.array([f"SchedulingBlock {MOUS}", f"ExecBlock {EBS[eb_index]}",
+                                        f"Session {SESSIONS[eb_index]}"]))
+    tb.putcell("PROJECT", 0, PROJECT)
+    tb.putcell("OBSERVER", 0, "casaflow")
+    tb.close()
+
+
+def _predict(casa, ms: Path, scratch: Path, preset: AlmaPreset) -> None:
+    """Each field sees only its own source, at its pointing centre: predicted field by field
+    without a primary beam (every source sits at the centre of its own field, and without the
+    beam the others would leak in at full strength), which also keeps clear of the simulator's
+    polarisation-angle bug."""
+    from .common import make_componentlist
+
+    ct = casa.tools
+    for fid, src in enumerate((BP_CAL, PH_CAL, TARGET)):
+        for sid in range(preset.n_spw):
+            cl = make_componentlist(ct, [src], BAND3_SPW_HZ[sid] + SPW_WIDTH_HZ / 2,
+                                    scratch / f"sky.f{fid}.spw{sid}.cl")
+            sm = ct.simulator()
+            sm.openfromms(str(ms))
+            sm.setvp(dovp=False)
+            sm.setdata(spwid=[sid], fieldid=[fid])
+            sm.predict(complist=str(cl), incremental=False)
+            sm.close()
+
+
+def _antenna_gains(casa, ms: Path, rng: np.random.Generator, nchan: int) -> dict:
+    """Per-antenna complex gains, the same for X and Y: amplitude (±8 %), a smooth bandpass
+    ripple, and a phase that drifts slowly in time (so the phase calibrator's solutions,
+    interpolated, calibrate the target as they do in a real observation)."""
+    tb = casa.tool("table")
+    tb.open(str(ms), nomodify=False)
+    a1, a2, t = tb.getcol("ANTENNA1"), tb.getcol("ANTENNA2"), tb.getcol("TIME")
+    nant = int(max(a1.max(), a2.max())) + 1
+    amp = rng.normal(1.0, 0.08, nant)
+    x = np.linspace(-1, 1, nchan)
+    ripple = 1.0 + 0.05 * np.sin(np.pi * x[None, :] * rng.uniform(0.5, 1.5, (nant, 1)) + rng.uniform(0, 6.28, (nant, 1)))
+    phase0 = np.radians(rng.normal(0.0, 40.0, nant))
+    drift = np.radians(rng.normal(0.0, 10.0, nant)) / 60.0       # rad per second: ~10 deg per minute
+    dt = t - t.min()
+    g = amp[:, None] * ripple                                       # (nant, nchan)
+    ph = (phase0[a1] + drift[a1] * dt) - (phase0[a2] + drift[a2] * dt)
+    data = tb.getcol("DATA")                                        # (ncorr, nchan, nrow)
+    data *= (g[a1].T * g[a2].T)[None, :, :] * np.exp(1j * ph)[None, None, :]
+    tb.putcol("DATA", data)
+    tb.close()
+    return {"amplitude": [round(float(v), 4) for v in amp], "phase0_deg": [round(float(np.degrees(v)), 3) for v in phase0],
+            "phase_drift_deg_per_min": [round(float(np.degrees(v) * 60), 3) for v in drift]}
+
+
+def _flag_fraction(casa, vis: str, **sel) -> float:
+    s = casa.task("flagdata", vis=vis, mode="summary", **sel)
+    return s["flagged"] / s["total"] if s and s.get("total") else 0.0
+
+
+def _calibrate(casa, vis: str, preset: AlmaPreset, rec: _Recorder, session: str, rng) -> dict:
+    """The calibration sequence, with names as the pipeline gives its caltables."""
+    spws = spw_list(preset)
+    sw = spws.replace(",", "_")
+    asdm = vis.removesuffix(".ms")
+    tables = {
+        "phaseup": f"{vis}.hifa_bandpass.s6_1.spw{sw}.solintint.gpcal.tbl",
+        "bandpass": f"{vis}.hifa_bandpass.s6_3.spw{sw}.channel.solintinf.bcal.tbl",
+        "phase": f"{vis}.hifa_timegaincal.s9_1.spw{sw}.solintint.gpcal.tbl",
+        "amp": f"{vis}.hifa_timegaincal.s9_3.spw{sw}.solintinf.gacal.tbl",
+        "flux": f"{vis}.hifa_gfluxscale.s8_3.spw{sw}.solintinf.fluxscale.tbl",
+    }
+    for t in tables.values():
+        shutil.rmtree(t, ignore_errors=True)
+
+    # hifa_flagdata: deterministic flags (an antenna lost for a scan), saved as the pipeline does.
+    t0 = time.time()
+    bad_ant = f"DA{41 + int(rng.integers(0, preset.n_ant))}"
+    casa.task("flagdata", vis=vis, mode="manual", antenna=bad_ant, scan="3", flagbackup=False)
+    casa.task("flagmanager", vis=vis, mode="save", versionname="after_deterministic_flagging",
+              comment="Flags after deterministic flagging")
+    frac = _flag_fraction(casa, vis)
+    rec.stage("hifa_flagdata", [rec.score(1.0 - frac, f"{frac:.2%} of the data flagged by deterministic flagging",
+                                          ("%OnlineShadowTemplateFlags", f"{frac * 100:.3f}", "%"),
+                                          asdm=[asdm], session=[session])], t0, "Flagging")
+
+    # hifa_gfluxscaleflag/setjy: the flux calibrator's model.
+    t0 = time.time()
+    casa.task("setjy", vis=vis, field=BP_CAL.name, standard="manual", fluxdensity=[BP_CAL.i_jy, 0, 0, 0],
+              spix=[BP_CAL.alpha], reffreq=f"{BP_CAL.ref_freq_hz / 1e9}GHz", usescratch=True)
+    for sid in range(preset.n_spw):
+        rec.flux.append({"spw_name": f"X{1873 + sid}#ALMA_RB_03#BB_{sid + 1}#SW-01#FULL_RES", "spw": sid,
+                         "flux_jy": BP_CAL.stokes_at(BAND3_SPW_HZ[sid] + SPW_WIDTH_HZ / 2)[0], "error_jy": 0.0,
+                         "asdm": asdm, "field": f"\"{BP_CAL.name}\"",
+                         "freq_ghz": (BAND3_SPW_HZ[sid] + SPW_WIDTH_HZ / 2) / 1e9})
+    rec.stage("hifa_setmodels", [rec.score(1.0, "Flux calibrator model set", asdm=[asdm])], t0, "Calibration")
+
+    # hifa_bandpass: phase-up, then the bandpass itself.
+    t0 = time.time()
+    refant = "DA41"
+    casa.task("gaincal", vis=vis, caltable=tables["phaseup"], field=BP_CAL.name, intent="CALIBRATE_BANDPASS#ON_SOURCE",
+              solint="int", calmode="p", refant=refant, minsnr=2.0, minblperant=4)
+    casa.task("bandpass", vis=vis, caltable=tables["bandpass"], field=BP_CAL.name,
+              intent="CALIBRATE_BANDPASS#ON_SOURCE", solint="inf", combine="scan", refant=refant,
+              minblperant=4, minsnr=3.0, solnorm=True, bandtype="B", gaintable=[tables["phaseup"]])
+    tb = casa.tool("table")
+    tb.open(tables["bandpass"])
+    good = 1.0 - float(np.mean(tb.getcol("FLAG")))
+    tb.close()
+    rec.stage("hifa_bandpass", [rec.score(good, f"{good:.1%} of bandpass solutions unflagged",
+                                          ("BandpassUnflagged", f"{good:.3f}", ""), asdm=[asdm],
+                                          spw=spws.split(","), intent=["BANDPASS"])], t0, "Calibration")
+
+    # hifa_gfluxscale: amplitude gains, then the flux scale transferred to the phase calibrator.
+    t0 = time.time()
+    casa.task("gaincal", vis=vis, caltable=tables["phase"], field=f"{BP_CAL.name},{PH_CAL.name}", solint="int",
+              calmode="p", refant=refant, minsnr=2.0, minblperant=4, gaintable=[tables["bandpass"]])
+    casa.task("gaincal", vis=vis, caltable=tables["amp"], field=f"{BP_CAL.name},{PH_CAL.name}", solint="inf",
+              calmode="a", refant=refant, minsnr=2.0, minblperant=4, gaintype="G",
+              gaintable=[tables["bandpass"], tables["phase"]])
+    fs = casa.task("fluxscale", vis=vis, caltable=tables["amp"], fluxtable=tables["flux"], reference=BP_CAL.name,
+                   transfer=[PH_CAL.name])
+    ph_id = next(k for k, v in fs.items() if isinstance(v, dict) and v.get("fieldName") == PH_CAL.name)
+    gf = []
+    for sid in range(preset.n_spw):
+        flux, err = fs[ph_id][str(sid)]["fluxd"][0], fs[ph_id][str(sid)]["fluxdErr"][0]
+        gf.append({"spw_name": f"X{1873 + sid}#ALMA_RB_03#BB_{sid + 1}#SW-01#FULL_RES", "spw": sid,
+                   "flux_jy": float(flux), "error_jy": float(err), "asdm": asdm, "field": PH_CAL.name,
+                   "freq_ghz": (BAND3_SPW_HZ[sid] + SPW_WIDTH_HZ / 2) / 1e9})
+    rec.gflux += gf
+    snr = min(g["flux_jy"] / g["error_jy"] if g["error_jy"] > 0 else 1e3 for g in gf)
+    rec.stage("hifa_gfluxscale", [rec.score(min(1.0, snr / 20.0), f"Derived fluxes, minimum SNR {snr:.1f}",
+                                            ("FluxSNR", f"{snr:.3f}", ""), asdm=[asdm], field=PH_CAL.name,
+                                            intent=["PHASE"])], t0, "Calibration")
+
+    # hif_applycal: one call per field and intent, gains from the field's own or the phase calibrator.
+    t0 = time.time()
+    before = _flag_fraction(casa, vis)
+    for field, intent, gainfield in ((BP_CAL.name, "CALIBRATE_BANDPASS#ON_SOURCE,CALIBRATE_FLUX#ON_SOURCE", BP_CAL.name),
+                                     (PH_CAL.name, "CALIBRATE_PHASE#ON_SOURCE", PH_CAL.name),
+                                     (TARGET.name, "OBSERVE_TARGET#ON_SOURCE", PH_CAL.name)):
+        casa.task("applycal", vis=vis, field=field, intent=intent, spw=spws, antenna="*&*",
+                  gaintable=[tables["bandpass"], tables["phase"], tables["flux"]],
+                  gainfield=["", gainfield, gainfield], spwmap=[], interp=["linear,linearflag", "linear", "linear"],
+                  calwt=[False, False, False], parang=False, applymode="calflagstrict", flagbackup=False)
+    added = _flag_fraction(casa, vis) - before
+    rec.stage("hif_applycal", [rec.score(1.0 - added, f"{added:.2%} of the data newly flagged by applycal",
+                                         ("%ApplycalFlags", f"{added * 100:.3f}", "%"), asdm=[asdm],
+                                         session=[session])], t0, "Calibration")
+    casa.task("flagmanager", vis=vis, mode="save", versionname="Pipeline_Final", comment="Final pipeline flags")
+    return {"tables": tables, "applied": [tables["bandpass"], tables["phase"], tables["flux"]],
+            "bad_antenna": bad_ant}
+
+
+def _set_miscinfo(casa, image: str, info: dict) -> None:
+    ia = casa.tool("image")
+    ia.open(image)
+    misc = ia.miscinfo()
+    misc.update(info)
+    ia.setmiscinfo(misc)
+    ia.close()
+
+
+def _stats(casa, image: str) -> dict:
+    """Statistics of the first Stokes plane (I) and the restoring beam."""
+    ia = casa.tool("image")
+    ia.open(image)
+    st = ia.statistics(robust=True, axes=[0, 1, 3])     # per Stokes plane; the first is I
+    beam = ia.restoringbeam()
+    ia.close()
+    if "beams" in beam:                        # per-plane beams: take the first
+        beam = beam["beams"]["*0"]["*0"]
+    if not beam:                               # a pb or mask has no beam
+        beam = {k: {"value": float("nan")} for k in ("major", "minor", "positionangle")}
+    return {"min": float(st["min"][0]), "max": float(st["max"][0]), "rms": float(st["medabsdevmed"][0] / 0.6745),
+            "bmaj": beam["major"]["value"], "bmin": beam["minor"]["value"], "bpa": beam["positionangle"]["value"]}
+
+
+def _image(casa, preset: AlmaPreset, oussid: str, stage: int, source: PointSource, suffix: str, vis: list[str],
+           spw: str, specmode: str, stokes: str, intent: str, sessions: list[str]) -> str:
+    """One pipeline-style tclean product: ``<root>.image``, ``.pb``, ``.mask``, ``.image.pbcor``, ..."""
+    sw = spw.replace(",", "_")
+    root = f"{oussid}.s{stage}_0.{source.name}_{suffix}.spw{sw}.{specmode}.{stokes}.iter1"
+    for ext in ("image", "image.pbcor", "pb", "mask", "psf", "residual", "model", "sumwt"):
+        shutil.rmtree(f"{root}.{ext}", ignore_errors=True)
+    mask = f"circle[[{source.ra_deg}deg, {source.dec_deg}deg], 3arcsec]"
+    casa.task("tclean", vis=vis, imagename=root, field=source.name, spw=spw, datacolumn="corrected",
+              specmode="mfs", gridder="standard", stokes=stokes, imsize=[preset.imsize, preset.imsize],
+              cell=f"{preset.cell_arcsec}arcsec", phasecenter=f"J2000 {source.ra_deg}deg {source.dec_deg}deg",
+              weighting="briggs", robust=0.5, niter=preset.niter, threshold="0mJy", nsigma=2.0,
+              usemask="user", mask=mask, pblimit=0.2, pbcor=True, parallel=False)
+    spws = spw.split(",")
+    stats = _stats(casa, f"{root}.image")
+    common = {"object": source.name, "intent": intent, "specmode": specmode, "spw": spw, "virtspw": spw,
+              "spwisvrt": False, "stokes": stokes, "datatype": "regcal_contline_all", "robust": 0.5,
+              "weight": "briggs", "level": "member", "obspatt": "sf", "arrays": "12m", "modifier": "",
+              "ctrfrq": float(np.mean([BAND3_SPW_HZ[int(s)] + SPW_WIDTH_HZ / 2 for s in spws])),
+              "effbw": SPW_WIDTH_HZ * len(spws), "nspwnam": len(spws),
+              **{f"spwnam{k + 1:02d}": f"X{1873 + int(s)}#ALMA_RB_03#BB_{int(s) + 1}#SW-01#FULL_RES"
+                 for k, s in enumerate(spws)},
+              "nsessio": len(sessions), **{f"sessio{k + 1:02d}": s for k, s in enumerate(sessions)}}
+    for ext, kind in (("image", "image"), ("image.pbcor", "pbcorimage"), ("pb", "flux"), ("mask", "cleanmask")):
+        st = stats if ext == "image" else _stats(casa, f"{root}.{ext}")
+        _set_miscinfo(casa, f"{root}.{ext}", {**common, "type": kind, "datamin": st["min"], "datamax": st["max"],
+                                               "datarms": st["rms"]})
+    return root
+
+
+def _theoretical_rms(preset: AlmaPreset, vis_count: int, nbl: int, ndump: int, nchan: int, ncorr: int) -> float:
+    """Natural-weighting point-source sensitivity of the combined target visibilities (Jy)."""
+    sigma = preset.noise_jy * math.sqrt(2)
+    nvis = vis_count * nbl * ndump * nchan * ncorr
+    return sigma / math.sqrt(nvis)
+
+
+# ------------------------------------------------------------------------------------------
+def build(outdir: Path, casa, preset_name: str = "tiny", seed: int = 1) -> dict:
+    """Build the working directory under ``outdir``; returns the truth record."""
+    t_start = time.time()
+    preset = PRESETS[preset_name]
+    rng = np.random.default_rng(seed)
+    outdir = Path(outdir).resolve()
+    mous_dir = outdir / relative_path()
+    working = fresh_dir(mous_dir / "working")
+    (mous_dir / "rawdata").mkdir(exist_ok=True)
+    (mous_dir / "products").mkdir(exist_ok=True)
+    scratch = fresh_dir(outdir / ".alma_sim")
+    oussid = uid_to_fs(MOUS)
+    rec = _Recorder()
+    first_call = len(casa.calls)
+
+    cwd = os.getcwd()
+    os.chdir(working)
+    try:
+        vises, cal = [], {}
+        for k, eb in enumerate(EBS):
+            vis = ms_name(eb)
+            t0 = time.time()
+            _observe(casa, Path(vis), preset, k)
+            _predict(casa, Path(vis), scratch, preset)
+            gains = _antenna_gains(casa, Path(vis), rng, preset.nchan)
+            corrupt(casa.tools, Path(vis), rng, preset.noise_jy, phase_rms_deg=0.0)   # noise only
+            msmd = casa.tool("msmetadata")
+            msmd.open(vis)
+            intents = set(msmd.intents())
+            msmd.close()
+            missing = [i for i in ("CALIBRATE_BANDPASS#ON_SOURCE", "CALIBRATE_PHASE#ON_SOURCE",
+                                   "OBSERVE_TARGET#ON_SOURCE") if i not in intents]
+            rec.stage("hifa_importdata", [rec.score(0.0 if missing else 1.0,
+                                                    "Missing intents: " + ",".join(missing) if missing
+                                                    else "All required intents present",
+                                                    ("MissingIntentsMark", f"{len(missing)}", ""),
+                                                    asdm=[vis.removesuffix(".ms")], session=[SESSIONS[k]])],
+                      t0, "Dataset")
+            cal[vis] = _calibrate(casa, vis, preset, rec, SESSIONS[k], rng)
+            cal[vis]["gains"] = gains
+            vises.append(vis)
+
+        # hif_mstransform: the imaging MSs.
+        t0 = time.time()
+        targets_ms = []
+        for vis in vises:
+            out = vis.replace(".ms", "_targets.ms")
+            shutil.rmtree(out, ignore_errors=True)
+            casa.task("mstransform", vis=vis, outputvis=out, field=TARGET.name, intent="OBSERVE_TARGET#ON_SOURCE",
+                      datacolumn="corrected", reindex=False)
+            targets_ms.append(out)
+        rec.stage("hif_mstransform", [rec.score(1.0, "Science target MSs created", asdm=[v.removesuffix(".ms") for v in vises])],
+                  t0, "Dataset")
+
+        # hif_makeimages: calibrators per spw, the target per spw, then continuum I and IQUV.
+        images = []
+        t0 = time.time()
+        for sid in range(preset.n_spw):
+            images.append(_image(casa, preset, oussid, 12, BP_CAL, "bp", vises, str(sid), "mfs", "I", "BANDPASS",
+                                 list(SESSIONS)))
+            images.append(_image(casa, preset, oussid, 12, PH_CAL, "ph", vises, str(sid), "mfs", "I", "PHASE",
+                                 list(SESSIONS)))
+        rec.stage("hif_makeimages", [rec.score(1.0, "Calibrator images made")], t0, "Imaging")
+        t0 = time.time()
+        for sid in range(preset.n_spw):
+            images.append(_image(casa, preset, oussid, 16, TARGET, "sci", targets_ms, str(sid), "mfs", "I",
+                                 "TARGET", list(SESSIONS)))
+        all_spw = spw_list(preset)
+        images.append(_image(casa, preset, oussid, 18, TARGET, "sci", targets_ms, all_spw, "cont", "I", "TARGET",
+                             list(SESSIONS)))
+        images.append(_image(casa, preset, oussid, 20, TARGET, "sci", targets_ms, all_spw, "cont", "IQUV", "TARGET",
+                             list(SESSIONS)))
+        # Sensitivities: observed (image rms) against theoretical (noise per visibility).
+        tb = casa.tool("table")
+        tb.open(targets_ms[0])
+        nrow = tb.nrows()
+        tb.close()
+        theo = _theoretical_rms(preset, len(targets_ms), 1, nrow // preset.n_spw, preset.nchan, 2)
+        sens_scores = []
+        for root in images[-(preset.n_spw + 2):]:
+            st = _stats(casa, f"{root}.image")
+            pb = _stats(casa, f"{root}.image.pbcor")
+            spw = root.split(".spw")[1].split(".")[0].replace("_", ",")
+            nspw = len(spw.split(","))
+            rec.sensitivities.append({
+                "array": "12m", "bandwidth_hz": SPW_WIDTH_HZ * nspw, "effective_bandwidth_hz": SPW_WIDTH_HZ * nspw,
+                "beam_maj_arcsec": st["bmaj"], "beam_min_arcsec": st["bmin"], "beam_pa_deg": st["bpa"],
+                "bwmode": "repBW" if ".cont." not in root else "cont", "cell_arcsec": preset.cell_arcsec,
+                "intent": "TARGET", "field": TARGET.name, "robust": 0.5, "uvtaper": "",
+                "theoretical_jy": theo * math.sqrt(preset.n_spw / nspw), "observed_jy": st["rms"], "spw": spw,
+                "is_representative": ".cont.I." in root, "pbcor_min": pb["min"], "pbcor_max": pb["max"],
+                "image_min": st["min"], "image_max": st["max"], "image": f"{root}.image.pbcor",
+                "datatype": "regcal_contline_all", "stokes": root.split(".")[-2]})
+            ratio = st["rms"] / (theo * math.sqrt(preset.n_spw / nspw))
+            sens_scores.append(rec.score(min(1.0, 2.0 / max(ratio, 1e-6)),
+                                         f"Observed/theoretical rms {ratio:.2f} for {root}",
+                                         ("RmsRatio", f"{ratio:.3f}", ""), spw=spw.split(","), intent=["TARGET"],
+                                         field=TARGET.name))
+        rec.stage("hif_makeimages", sens_scores, t0, "Imaging")
+
+        # Files a finished run leaves beside the data.
+        calls = casa.calls[first_call:]
+        Path("casa_commands.log").write_text("".join(f"# casaflow simulated pipeline run\n{c}\n" for c in calls))
+        Path("casa_pipescript.py").write_text(_pipescript())
+        Path(f"PPR_{oussid}.xml").write_text(_ppr(vises))
+        Path("cont.dat").write_text(f"Field: {TARGET.name}\n\nSpectralWindow: 0\n"
+                                    f"{BAND3_SPW_HZ[0] / 1e9:.3f}~{(BAND3_SPW_HZ[0] + SPW_WIDTH_HZ) / 1e9:.3f}GHz LSRK\n")
+        for vis in vises:
+            Path(f"{vis.removesuffix('.ms')}.flagtemplate.txt").write_text("# flagging template\n")
+            Path(f"{vis.removesuffix('.ms')}.flagtargetstemplate.txt").write_text("# target flagging template\n")
+        _flux_csv(Path("flux.csv"), rec.flux)
+        (Path("pipeline_qa.json")).write_text(json.dumps(rec.to_dict(), indent=1))
+        _weblog(Path(f"pipeline-{TIMESTAMP}"), rec, cal)
+    finally:
+        os.chdir(cwd)
+    shutil.rmtree(scratch)
+    truth = {
+        "kind": "alma-working-dir", "preset": preset_name, "seed": seed, "preset_values": asdict(preset),
+        "working": str(Path(relative_path()) / "working"), "project": PROJECT, "sous": SOUS, "gous": GOUS,
+        "mous": MOUS, "oussid": oussid, "recipe": RECIPE, "ebs": list(EBS), "sessions": list(SESSIONS),
+        "vis": vises, "targets_ms": targets_ms, "images": images,
+        "caltables": {v: c["applied"] for v, c in cal.items()},
+        "all_caltables": {v: list(c["tables"].values()) for v, c in cal.items()},
+        "sources": [asdict(s) for s in (BP_CAL, PH_CAL, TARGET)],
+        "intents": {"bp": "BANDPASS,FLUX", "ph": "PHASE", "sci": "TARGET"},
+        "spws": [{"id": s, "start_hz": BAND3_SPW_HZ[s], "nchan": preset.nchan, "width_hz": SPW_WIDTH_HZ}
+                 for s in range(preset.n_spw)],
+        "gains": {v: c["gains"] for v, c in cal.items()},
+        "build_seconds": round(time.time() - t_start, 1),
+    }
+    write_json(outdir / "truth.json", truth)
+    return truth
+
+
+def _flux_csv(path: Path, rows: list[dict]) -> None:
+    lines = ["ms,field,spw,I,Q,U,V,spix,uvmin,uvmax,comment"]
+    for r in rows:
+        lines.append(f"{r['asdm']}.ms,{r['field'].strip(chr(34))},{r['spw']},{r['flux_jy']:.6f},0,0,0,"
+                     f"{BP_CAL.alpha},0,0,\"# casaflow simulated flux\"")
+    path.write_text("\n".join(lines) + "\n")
+
+
+def _pipescript() -> str:
+    tasks = ["hifa_importdata(vis=['uid___A002_Xf00d12_X1a2b', 'uid___A002_Xf00d12_X2c3d'], session=['session_1', 'session_2'])",
+             "hifa_flagdata(pipelinemode=\"automatic\")", "hifa_setmodels(pipelinemode=\"automatic\")",
+             "hifa_bandpass(pipelinemode=\"automatic\")", "hifa_gfluxscale(pipelinemode=\"automatic\")",
+             "hifa_timegaincal(pipelinemode=\"automatic\")", "hif_applycal(pipelinemode=\"automatic\")",
+             "hif_mstransform(pipelinemode=\"automatic\")", "hif_makeimages(pipelinemode=\"automatic\")",
+             "hifa_exportdata(pipelinemode=\"automatic\")"]
+    body = "".join(f"    {t}\n" for t in tasks)
+    return f"# This CASA pipescript is meant for use with CASA 6.7 and pipeline {PIPELINE_VERSION}\ncontext = h_init()\ntry:\n{body}finally:\n    h_save()\n"
+
+
+def _ppr(vises: list[str]) -> str:
+    asdms = "".join(f"""
+          <AsdmIdentifier>
+            <AsdmRef><ExecBlockId>{v.removesuffix('.ms').replace('uid___', 'uid://').replace('_', '/')}</ExecBlockId></AsdmRef>
+            <AsdmDiskName>{v.removesuffix('.ms')}</AsdmDiskName>
+          </AsdmIdentifier>""" for v in vises)
+    return f"""<?xml version="1.0" encoding="UTF-8"?>
+<SciPipeRequest>
+  <ProjectSummary>
+    <ProposalCode>{PROJECT}</ProposalCode>
+    <ProposalTitle>casaflow simulated project</ProposalTitle>
+    <PIName>casaflow</PIName>
+  </ProjectSummary>
+  <ProjectStructure>
+    <ObsUnitSetRef entityId="{OUS_ENTITY}" partId="{OUS_PART}" entityTypeName="ObsProject" documentVersion="1"/>
+    <OUSStatusRef entityId="{MOUS}" entityTypeName="OUSStatus" documentVersion="1"/>
+    <ScienceGoalOUSStatusRef entityId="{SOUS}"/>
+    <GroupOUSStatusRef entityId="{GOUS}"/>
+  </ProjectStructure>
+  <ProcessingRequests>
+    <RootDirectory>/data/alma</RootDirectory>
+    <ProcessingRequest>
+      <ProcessingIntents>
+        <Intents><Keyword>INTERFEROMETRY_STANDARD_OBSERVING_MODE</Keyword><Value>Undefined</Value></Intents>
+      </ProcessingIntents>
+      <ProcessingProcedure>
+        <ProcedureTitle>{RECIPE}</ProcedureTitle>
+      </ProcessingProcedure>
+      <DataSet>
+        <RelativePath>{relative_path()}</RelativePath>
+        <SchedBlockRef entityId="{MOUS}"/>
+        <SchedBlockSet>
+          <SchedBlockIdentifier>
+            <RelativePath>{relative_path()}</RelativePath>
+            <SchedBlockName>IRAS19250_a_03_TM1</SchedBlockName>{asdms}
+          </SchedBlockIdentifier>
+        </SchedBlockSet>
+      </DataSet>
+    </ProcessingRequest>
+  </ProcessingRequests>
+</SciPipeRequest>
+"""
+
+
+def _weblog(root: Path, rec: _Recorder, cal: dict) -> None:
+    """A small weblog: an index with the stages and their scores, and one bandpass plot."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    html = fresh_dir(root / "html")
+    rows = "".join(f"<tr><td>{s['number']}</td><td>{s['name']}</td>"
+                   f"<td>{min((x['score'] for x in s['scores']), default='')}</td></tr>" for s in rec.stages)
+    (html / "index.html").write_text(
+        f"<html><head><title>Pipeline {TIMESTAMP}</title></head><body><h1>{PROJECT} {uid_to_fs(MOUS)}</h1>"
+        f"<table><tr><th>Stage</th><th>Task</th><th>Score</th></tr>{rows}</table>"
+        f"<img src='bandpass.png'/></body></html>\n")
+    fig, ax = plt.subplots(figsize=(5, 3))
+    for vis, c in cal.items():
+        ax.plot(c["gains"]["amplitude"], "o", label=vis)
+    ax.set_xlabel("antenna"); ax.set_ylabel("simulated amplitude gain"); ax.legend(fontsize=6)
+    fig.tight_layout(); fig.savefig(html / "bandpass.png", dpi=60); plt.close(fig)
+    for s in rec.stages:
+        (html / f"t2-4m.stage{s['number']}.html").write_text(f"<html><body><h2>{s['name']}</h2></body></html>\n")
