@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import html
 import json
-import tarfile
 import time
 from pathlib import Path
+
+from .archive import write_tgz
 
 STYLE = """
 body{font-family:sans-serif;margin:1.5em;color:#222} table{border-collapse:collapse;margin:.5em 0 1.5em}
@@ -150,8 +151,4 @@ def render(workspace: Path, title: str, casa=None) -> Path:
 
 def tarball(workspace: Path, dest: Path) -> Path:
     """``weblog.tgz`` of the weblog directory, written atomically."""
-    tmp = dest.with_name(f".{dest.name}.tmp")
-    with tarfile.open(tmp, "w:gz") as tar:
-        tar.add(Path(workspace) / "weblog", arcname="weblog")
-    tmp.replace(dest)
-    return dest
+    return write_tgz(dest, [(Path(workspace) / "weblog", "weblog")])

@@ -9,28 +9,11 @@ re-push can recognise an unchanged product by its SHA-256.
 from __future__ import annotations
 
 import hashlib
-import os
 import tarfile
 from pathlib import Path
 from typing import Callable
 
-
-def _normalise(info: tarfile.TarInfo) -> tarfile.TarInfo:
-    info.uid = info.gid = 0
-    info.uname = info.gname = ""
-    return info
-
-
-def iter_tree(root: Path):
-    """(path, arcname) of every entry below ``root``, sorted, directories before their content."""
-    base = root.name
-    yield root, base
-    for dirpath, dirnames, filenames in os.walk(root):
-        dirnames.sort()
-        rel = os.path.relpath(dirpath, root)
-        for name in sorted(dirnames) + sorted(filenames):
-            arc = f"{base}/{name}" if rel == "." else f"{base}/{rel}/{name}"
-            yield Path(dirpath) / name, arc
+from casaflow.archive import iter_tree, normalise
 
 
 def write_tar(root: Path, sink) -> None:
@@ -38,7 +21,7 @@ def write_tar(root: Path, sink) -> None:
     # Stream mode writes in `bufsize` records; the default (10 KiB) means ~100k sink calls per GB.
     with tarfile.open(fileobj=sink, mode="w|", format=tarfile.PAX_FORMAT, bufsize=1 << 20) as tar:
         for path, arcname in iter_tree(root):
-            tar.add(str(path), arcname=arcname, recursive=False, filter=_normalise)
+            tar.add(str(path), arcname=arcname, recursive=False, filter=normalise)
 
 
 class HashingSink:

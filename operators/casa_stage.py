@@ -37,7 +37,7 @@ from casaflow.worker import RESULT_PATH_ENV, result_path
 
 from . import resources as res
 from .command import safe_name, worker_argv, workspace_for
-from .settings import EXECUTION_MODES, Settings, settings
+from .settings import EXECUTION_MODES, settings
 
 POD_RESULT_PATH = "/airflow/xcom/return.json"
 COMPONENT_LABEL = "app.kubernetes.io/component"

@@ -6,12 +6,12 @@ import json
 import math
 import os
 import shutil
-import tarfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 
+from ..archive import write_tgz
 from ..casaenv import casadata_measurespath
 
 
@@ -200,12 +200,8 @@ def write_json(path: Path, data: dict) -> None:
 
 
 def make_tarball(path: Path, root: Path, members: list[str]) -> None:
-    """A gzipped tar of ``members`` (paths relative to ``root``), deterministic member order."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    with tarfile.open(tmp, "w:gz") as tar:
-        for rel in sorted(members):
-            tar.add(root / rel, arcname=rel)
-    os.replace(tmp, path)
+    """A gzipped tar of ``members`` (paths relative to ``root``), deterministic and atomic."""
+    write_tgz(path, [(root / rel, rel) for rel in members])
 
 
 def fresh_dir(path: Path) -> Path:

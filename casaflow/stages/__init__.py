@@ -1,3 +1,3 @@
 """Stage modules. Importing this package registers every ``casa-worker`` stage."""
 
-from . import basic, simulate, vlass  # noqa: F401
+from . import alma, basic, simulate, vlass  # noqa: F401

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import time
-from pathlib import Path
 
 from ..errors import InputError
 from ..registry import Param, stage

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from ..errors import InputError
 from ..registry import Param, stage
-from ..vlass import context, heuristics as H, naming
+from ..vlass import context, heuristics as H
 
 
 def _vis(ctx, needed_by: str) -> str:

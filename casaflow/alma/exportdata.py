@@ -1,0 +1,414 @@
+"""``hifa_exportdata`` over a pipeline working directory (reference-pipeline.md §7).
+
+Every product is written into a hidden staging directory beside ``products_dir``; when all of
+them are complete, the staging directory replaces ``products_dir`` in one rename. A re-run
+therefore gives the same products and nobody ever sees half of them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..archive import write_tgz
+from ..errors import InputError
+from ..pipeline_manifest import PipelineManifest
+from . import aqua, context, flags, naming
+
+HEADER_KEYS = (["object", "obsra", "obsdec", "intent", "specmode", "spw", "virtspw", "spwisvrt"]
+               + [f"{k}{i}" for k in ("naxis", "ctype", "cunit", "crpix", "crval", "cdelt") for i in range(1, 5)]
+               + ["bmaj", "bmin", "bpa", "robust", "weight", "effbw", "level", "ctrfrq", "obspatt", "arrays",
+                  "modifier", "session"])
+DATATYPES = {"flux": "pb", "pbcorimage": "pbcor", "cleanmask": "mask", "singledish": "sd"}
+
+
+@dataclass
+class ExportParams:
+    vis: list = field(default_factory=list)
+    session: list = field(default_factory=list)
+    imaging_products_only: bool = False
+    exportmses: bool = False
+    tarms: bool = True
+    pprfile: str = ""
+    calintents: str = ""
+    calimages: list = field(default_factory=list)
+    targetimages: list = field(default_factory=list)
+    products_dir: str = "products"
+
+    @property
+    def exportcalprods(self) -> bool:
+        return not (self.imaging_products_only or self.exportmses)
+
+
+@dataclass
+class Exported:
+    """What was made, for the manifest, the QA and the stage result."""
+
+    names: dict = field(default_factory=dict)           # role -> file name (or 'Undefined')
+    per_ms: dict = field(default_factory=dict)          # vis -> {finalflags, applycmds, finalms}
+    caltables: dict = field(default_factory=dict)       # session -> name
+    aux_caltables: dict = field(default_factory=dict)
+    aux_apply: dict = field(default_factory=dict)       # imaging vis -> name
+    images: list = field(default_factory=list)          # (fits name, imtype, keywords)
+    files: list = field(default_factory=list)           # (name, role) of every product file
+
+
+def validate_products_dir(workspace: Path, products_dir: str) -> Path:
+    out = (workspace / products_dir).resolve()
+    if out.exists() and not out.is_dir():
+        raise InputError(f"parameter 'products_dir': {products_dir!r} exists and is not a directory")
+    if workspace.resolve() not in out.parents and out != workspace.resolve():
+        raise InputError(f"parameter 'products_dir': {products_dir!r} must stay inside the workspace")
+    return out
+
+
+def fits_keywords(fits_path: Path, oussid: str) -> dict:
+    """§7.4's header keywords for the manifest, read from the exported FITS header."""
+    from astropy.io import fits
+
+    try:
+        header = fits.getheader(fits_path)
+    except OSError:
+        return {}
+    if "TYPE" not in header:
+        return {}
+
+    def get(key):
+        v = header.get(key.upper())
+        return "N/A" if v is None else str(v)
+
+    out = {k: get(k) for k in HEADER_KEYS}
+    if "NSPWNAM" in header:
+        out["nspwnam"] = get("nspwnam")
+        for i in range(1, int(header["NSPWNAM"]) + 1):
+            out[f"spwnam{i:02d}"] = get(f"spwnam{i:02d}")
+    if "NSESSIO" in header:
+        out["session"] = "".join(str(header.get(f"SESSIO{i:02d}", "")) for i in range(1, int(header["NSESSIO"]) + 1))
+    out.update({"imagemin": get("datamin"), "imagemax": get("datamax"), "rms": get("datarms"),
+                "producttype": get("specmode"), "pl_datatype": get("datatype"), "pol": get("stokes"),
+                "datatype": DATATYPES.get(str(header.get("TYPE")), "N/A"), "format": "fits", "ous": oussid})
+    return out
+
+
+def _shorten_spw_cards(fits_path: Path) -> None:
+    """Long spw lists (>= 68 characters) become '<min>,...,<max>' (§7.4). Done on the exported
+    FITS header, so the run's image is never modified."""
+    from astropy.io import fits
+
+    with fits.open(fits_path, mode="update") as hdul:
+        for key in ("SPW", "VIRTSPW"):
+            value = hdul[0].header.get(key)
+            if isinstance(value, str) and len(value) >= 68:
+                ids = sorted(int(s) for s in value.split(",") if s.strip().isdigit())
+                hdul[0].header[key] = f"{ids[0]},...,{ids[-1]}"
+
+
+def export_image(casa, image: Path, fitsname: str, staging: Path) -> Path:
+    out = staging / fitsname
+    casa.task("exportfits", imagename=str(image), fitsimage=str(out), velocity=False, optical=False, bitpix=-32,
+              minpix=0, maxpix=-1, overwrite=True, dropstokes=False, stokeslast=True)
+    _shorten_spw_cards(out)
+    return out
+
+
+def calapply_text(vis: str, calls: list[context.ApplyCall]) -> str:
+    """``# Apply file for <vis>`` then one applycal call per line; paths are basenames, so the
+    list runs in any directory holding the MS and the extracted caltables."""
+    lines = [f"# Apply file for {vis}"]
+    for c in calls:
+        if c.vis != vis:
+            continue
+        lines.append(f"applycal(vis={vis!r}, field={c.field!r}, intent={c.intent!r}, spw={c.spw!r}, "
+                     f"antenna={c.antenna!r}, gaintable={c.gaintable!r}, gainfield={c.gainfield!r}, "
+                     f"spwmap={c.spwmap!r}, interp={c.interp!r}, calwt={c.calwt!r})")
+    return "\n".join(lines) + "\n"
+
+
+def restore_script(vises: list[str], sessions: list[str]) -> str:
+    vis_list = [v.removesuffix(".ms") for v in vises]
+    return (f"h_init()\ntry:\n    hifa_restoredata (vis={vis_list!r}, session={sessions!r}, ocorr_mode='ca')\n"
+            f"finally:\n    h_save()\n")
+
+
+def run(casa, workspace: Path, working: Path, p: ExportParams, warn, versions: dict) -> dict:
+    """Export; returns a summary (names, counts, QA) for the stage result."""
+    t_start = time.time()
+    working = Path(working)
+    if not working.is_dir():
+        raise InputError(f"working directory {working}: not found")
+    products = validate_products_dir(workspace, p.products_dir)
+    intents = naming.expand_intents(p.calintents)
+    ppr_path = context.find_ppr(working, p.pprfile)
+    if p.pprfile and ppr_path is None:
+        raise InputError(f"parameter 'pprfile': {p.pprfile!r} matches no file in {working}")
+    ppr = context.read_ppr(ppr_path)
+    oussid, recipe = ppr.oussid, ppr.recipe
+    prefix = f"{oussid}.{recipe}" if recipe else oussid
+    unknown = oussid == "unknown"
+
+    def pname(name: str) -> str:          # weblog, log, scripts: unprefixed when the OUS is unknown
+        return name if unknown else f"{prefix}.{name}"
+
+    calibration, imaging = context.find_mses(working, p.vis)
+    all_ms = calibration + imaging
+    if p.exportmses:
+        calibration = [v for v in all_ms if not v.endswith("_targets.ms")]  # exportmses ignores vis
+    sessions = context.assign_sessions(casa, working, calibration + imaging, p.session)
+    calls = context.parse_applycal_calls(working / "casa_commands.log")
+    calimages_explicit = context.explicit_images(working, p.calimages, "calimages")
+    targetimages_explicit = context.explicit_images(working, p.targetimages, "targetimages")
+
+    staging = products.parent / f".{products.name}.staging-{uuid.uuid4().hex[:8]}"
+    staging.mkdir(parents=True)
+    ex = Exported()
+
+    def record(name: str, role: str) -> str:
+        ex.files.append((name, role))
+        return name
+
+    try:
+        # 1. PPR
+        if ppr_path is not None:
+            shutil.copyfile(ppr_path, staging / f"{prefix}.pprequest.xml")
+            ex.names["ppr"] = record(f"{prefix}.pprequest.xml", "pprequest")
+        # 3-4. CASA commands and pipeline script
+        for src, role in (("casa_commands.log", "casa_commands"), ("casa_pipescript.py", "casa_pipescript")):
+            if (working / src).is_file():
+                shutil.copyfile(working / src, staging / pname(src))
+                ex.names[role] = record(pname(src), role)
+            else:
+                warn(f"{working / src}: not found, not exported")
+                ex.names[role] = "Undefined"
+        # 5. restore script
+        if p.exportcalprods:
+            name = pname("casa_piperestorescript.py")
+            (staging / name).write_text(restore_script(calibration, [sessions[v] for v in calibration]))
+            ex.names["casa_piperestorescript"] = record(name, "casa_piperestorescript")
+        # 6. final MSs
+        if p.exportmses and not p.imaging_products_only:
+            for vis in all_ms:
+                if p.tarms:
+                    write_tgz(staging / f"{vis}.tgz", [(working / vis, vis)])
+                    ex.per_ms.setdefault(vis, {})["finalms"] = record(f"{vis}.tgz", "ms")
+                else:
+                    shutil.copytree(working / vis, staging / vis, symlinks=True)
+                    ex.per_ms.setdefault(vis, {})["finalms"] = record(vis, "ms")
+        # 7-9. final flags, apply lists, caltables per session
+        if p.exportcalprods:
+            for vis in calibration:
+                flags.ensure_final_version(casa, working / vis, warn)
+                tar = flags.export_tarball(working / vis, staging)
+                ex.per_ms.setdefault(vis, {})["finalflags"] = record(tar.name, "ms.flagversions")
+                if any(c.vis == vis for c in calls):
+                    (staging / f"{vis}.calapply.txt").write_text(calapply_text(vis, calls))
+                    ex.per_ms[vis]["applycmds"] = record(f"{vis}.calapply.txt", "ms.calapply")
+                else:
+                    warn(f"{vis}: no applycal recorded in casa_commands.log; apply list Undefined")
+                    ex.per_ms[vis]["applycmds"] = "Undefined"
+            ex.caltables = _session_caltables(working, staging, oussid, calibration, sessions, calls, "caltables",
+                                              record)
+        # 10-11. FITS images
+        if not p.imaging_products_only:
+            _export_images(casa, working, staging, oussid, "calibrator", calimages_explicit,
+                           context.select_images(context.find_images(working), intents), ex, record)
+        _export_images(casa, working, staging, oussid, "target", targetimages_explicit,
+                       context.select_images(context.find_images(working), ["TARGET"]), ex, record)
+        # 13-14. aux caltables and apply lists of the imaging MSs
+        if imaging:
+            for vis in imaging:
+                if any(c.vis == vis for c in calls):
+                    (staging / f"{vis}.auxcalapply.txt").write_text(calapply_text(vis, calls))
+                    ex.aux_apply[vis] = record(f"{vis}.auxcalapply.txt", "ms.auxcalapply")
+            ex.aux_caltables = _session_caltables(working, staging, oussid, imaging, sessions, calls, "auxcaltables",
+                                                  record)
+        # 15-16. statistics and auxproducts
+        stats_dir = workspace / "scratch" / "exportdata"
+        stats_dir.mkdir(parents=True, exist_ok=True)
+        stats = stats_dir / f"pipeline_stats_{oussid}.json"
+        stats.write_text(json.dumps({"ousid": oussid, "project": ppr.project, "recipe": recipe,
+                                     "mses": all_ms, "sessions": sessions, "images": len(ex.images),
+                                     "versions": versions}, indent=1, sort_keys=True))
+        aux = _aux_members(working, p, bool(imaging)) + [(stats, stats.name)]
+        if aux:
+            write_tgz(staging / f"{prefix}.auxproducts.tgz", aux)
+            ex.names["auxproducts"] = record(f"{prefix}.auxproducts.tgz", "auxproducts")
+        # QA of this stage, then the AQUA report, then the weblog that contains it.
+        weblog = context.find_weblog(working)
+        ex.names["weblog"] = pname("weblog.tgz") if weblog else "Undefined"
+        scores = _qa_scores(staging, ex, p, ppr_path is not None, weblog is not None)
+        export_stage = {"number": len(context.read_qa_record(working).get("stages", [])) + 1,
+                        "name": "hifa_exportdata", "topic": "Dataset", "start": t_start, "end": time.time(),
+                        "scores": scores}
+        aqua_name = pname("pipeline_aquareport.xml")
+        ebs = [context.execblock_uid(casa, working / v) for v in calibration]
+        report = aqua.build(ppr, [e for e in ebs if e], context.read_qa_record(working), export_stage,
+                            versions.get("casatools", "N/A"), versions.get("casaflow", "N/A"))
+        (staging / aqua_name).write_bytes(aqua.to_bytes(report))
+        ex.names["aqua_report"] = record(aqua_name, "pipeline_aquareport")
+        if weblog:
+            write_tgz(staging / ex.names["weblog"], [(weblog / "html", f"{weblog.name}/html"),
+                                                     (staging / aqua_name, f"{weblog.name}/html/{aqua_name}")])
+            record(ex.names["weblog"], "weblog")
+        else:
+            warn(f"no weblog (pipeline-*/html) in {working}; weblog Undefined")
+        # 12/18. the manifest, last
+        manifest_name = f"{prefix}.pipeline_manifest.xml"
+        _manifest(ppr, prefix, oussid, recipe, versions, ex, calibration, imaging, sessions, p).write(
+            staging / manifest_name)
+        ex.names["manifest"] = record(manifest_name, "pipeline_manifest")
+        _swap_in(staging, products)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return {"prefix": prefix, "oussid": oussid, "recipe": recipe, "products_dir": p.products_dir,
+            "files": ex.files, "images": [(n, t) for n, t, _ in ex.images], "sessions": sessions,
+            "qa_scores": scores}
+
+
+def _swap_in(staging: Path, products: Path) -> None:
+    """Replace ``products`` by ``staging`` with renames only: readers see old or new, whole."""
+    old = None
+    if products.exists():
+        old = products.parent / f".{products.name}.old-{uuid.uuid4().hex[:8]}"
+        os.replace(products, old)
+    os.replace(staging, products)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def _session_caltables(working, staging, oussid, vises, sessions, calls, kind, record) -> dict:
+    out = {}
+    for sess in context.ordered_unique(sessions[v] for v in vises):
+        tables = context.ordered_unique(t for v in vises if sessions[v] == sess
+                                        for t in context.applied_tables(calls, v))
+        missing = [t for t in tables if not (working / t).exists()]
+        if missing:
+            raise InputError(f"caltables applied in casa_commands.log but missing from {working}: {missing}")
+        if not tables:
+            out[sess] = "Undefined"
+            continue
+        name = f"{oussid}.{sess}.{kind}.tgz"
+        write_tgz(staging / name, [(working / t, t) for t in tables])
+        out[sess] = record(name, kind)
+    return out
+
+
+def _export_images(casa, working, staging, oussid, imtype, explicit, selected, ex, record) -> None:
+    if explicit:
+        jobs = [(path, naming.fitsname(path.name)) for path in explicit]
+    else:
+        jobs = [(f, naming.fitsname(f.name, item.version)) for item in selected
+                for f in context.image_files(working, item)]
+    for path, fits in jobs:
+        export_image(casa, path, fits, staging)
+        ex.images.append((record(fits, f"{imtype}_image"), imtype, fits_keywords(staging / fits, oussid)))
+
+
+def _aux_members(working: Path, p: ExportParams, has_imaging: bool) -> list[tuple[Path, str]]:
+    patterns = []
+    if not p.imaging_products_only:
+        patterns += ["flux.csv", "antennapos.csv", "*.antennapos.json"]
+    patterns += ["cont.dat", "*.timetracker.json"]
+    if p.imaging_products_only:
+        patterns.append("*.flagtargetstemplate.txt")
+    elif not has_imaging:
+        patterns += ["*.flagtemplate.txt", "*.flagtsystemplate.txt"]
+    else:
+        patterns.append("*.flag*template.txt")
+    return [(f, f.name) for f in context.glob_any(working, patterns) if f.is_file()]
+
+
+def _qa_scores(staging: Path, ex: Exported, p: ExportParams, have_ppr: bool, have_weblog: bool) -> list[dict]:
+    """1.0 per expected product that exists, 0.0 otherwise; groups score the fraction found."""
+
+    def exists(name):
+        return 1.0 if name and name != "Undefined" and (staging / name).exists() else 0.0
+
+    def score(value, what):
+        return {"score": value, "reason": f"{what} {'exported' if value == 1.0 else 'missing'}"
+                if value in (0.0, 1.0) else f"{value:.0%} of {what} exported", "hidden": False,
+                "metric": {"name": "ExportedProducts", "value": f"{value:.3f}", "units": ""},
+                "selection": {}}
+
+    scores = [score(exists(ex.names.get("ppr")) if have_ppr else 1.0, "PPR"),
+              score(1.0 if have_weblog else 0.0, "weblog"),
+              score(exists(ex.names.get("casa_pipescript")), "pipeline script"),
+              score(exists(ex.names.get("casa_commands")), "CASA commands log")]
+    if p.exportmses and not p.imaging_products_only:
+        ms = [exists(d.get("finalms")) for d in ex.per_ms.values()]
+        scores.append(score(sum(ms) / len(ms) if ms else 0.0, "final MSs"))
+    if p.exportcalprods:
+        scores.append(score(exists(ex.names.get("casa_piperestorescript")), "restore script"))
+        for kind, what in (("finalflags", "final flags"), ("applycmds", "apply lists")):
+            vals = [exists(d.get(kind)) for d in ex.per_ms.values()]
+            scores.append(score(sum(vals) / len(vals) if vals else 0.0, what))
+        vals = [exists(n) for n in ex.caltables.values()]
+        scores.append(score(sum(vals) / len(vals) if vals else 0.0, "caltables"))
+    scores.append(score(1.0 if ex.images else 0.0, "images"))
+    if all(s["score"] == 1.0 for s in scores):
+        scores.insert(0, {**score(1.0, "all products"), "reason": "All expected pipeline products have been exported"})
+    return scores
+
+
+def _manifest(ppr, prefix, oussid, recipe, versions, ex: Exported, calibration, imaging, sessions, p) -> PipelineManifest:
+    m = PipelineManifest(oussid)
+    package = recipe or "N/A"
+    m.add("casaversion", name=versions.get("casatools", "N/A"))
+    m.add("pipeline_version", name=versions.get("casaflow", "N/A"))
+    m.add("procedure_name", name=recipe or "Undefined")
+    env = m.add("execution_environment")
+    m.add("node", parent=env, num_mpi_servers="0")
+    if "ppr" in ex.names:
+        m.add("piperequest", name=ex.names["ppr"], level="member", ous=oussid, package=package, datatype="pprequest",
+              format="xml")
+    vises = calibration + [v for v in imaging if v in ex.per_ms]
+    for sess in context.ordered_unique(sessions[v] for v in calibration + imaging):
+        s_el = m.add("session", name=sess)
+        if p.exportcalprods and sess in ex.caltables:
+            m.add("caltables", parent=s_el, name=ex.caltables[sess], ous_name="N/A", level="member", session=sess,
+                  package=package, datatype="caltables", format="tgz")
+        for vis in (v for v in vises if sessions[v] == sess):
+            d = ex.per_ms.get(vis, {})
+            a_el = m.add("asdm", parent=s_el, name=vis, datatype="asdm", format="sdm")
+            if "finalms" in d:
+                m.add("finalms", parent=a_el, name=d["finalms"])
+            if "finalflags" in d:
+                m.add("finalflags", parent=a_el, name=d["finalflags"], asdm=vis, datatype="ms.flagversions",
+                      format="tgz")
+            if "applycmds" in d:
+                m.add("applycmds", parent=a_el, name=d["applycmds"], asdm=vis, datatype="ms.calapply", format="txt")
+            for fits, imtype, _ in ex.images:      # per-MS calibrator images (§7.5)
+                if imtype == "calibrator" and not _ous_level(fits, oussid, sessions) and fits.startswith(vis.removesuffix(".ms")):
+                    m.add("image", parent=a_el, name=fits, imtype=imtype)
+        if sess in ex.aux_caltables:
+            m.add("aux_caltables", parent=s_el, name=ex.aux_caltables[sess], level="N/A", session=sess,
+                  package="N/A", datatype="caltables", format="tgz")
+        for vis in (v for v in imaging if sessions[v] == sess and v in ex.aux_apply):
+            aux = m.add("aux_asdm", parent=s_el, name=vis, datatype="asdm", format="sdm")
+            m.add("applycmds", parent=aux, name=ex.aux_apply[vis])
+    for tag, role, datatype, fmt in (("weblog", "weblog", "weblog", "tgz"),
+                                     ("casa_cmdlog", "casa_commands", "casa_commands", "log"),
+                                     ("pipescript", "casa_pipescript", "casa_pipescript", "py"),
+                                     ("restorescript", "casa_piperestorescript", "casa_piperestorescript", "py")):
+        if role in ex.names:
+            m.add(tag, name=ex.names[role], level="member", ous=oussid, package=package, datatype=datatype, format=fmt)
+    for fits, imtype, keywords in ex.images:
+        m.add("image", name=fits, imtype=imtype, manualstring="N/A", **keywords)
+    m.add("manifest", name=f"{prefix}.pipeline_manifest.xml", ous=prefix, level="member", package=package,
+          datatype="pipeline_manifest", format="xml")
+    m.add("aqua_report", name=ex.names.get("aqua_report", "Undefined"), level="member", ous=oussid, package=package,
+          datatype="pipeline_aquareport", format="xml")
+    if "auxproducts" in ex.names:
+        m.add("aux_products_file", name=ex.names["auxproducts"], level="member", ous=oussid, package=package,
+              datatype="auxproducts", format="tgz")
+    return m
+
+
+def _ous_level(fits: str, oussid: str, sessions: dict) -> bool:
+    starts = (oussid, "oussid", "unknown", "session", *set(sessions.values()))
+    return fits.startswith(starts)

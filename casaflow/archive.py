@@ -1,0 +1,59 @@
+"""Writing archives the one way casaflow writes them: deterministic and atomic.
+
+Same inputs, same bytes (sorted entries, numeric owner 0, no user/group names, gzip header time
+0), so a re-run makes byte-identical products and a re-push recognises them by their SHA-256. The
+archive is written to a hidden temporary file and renamed into place: a reader sees the old
+archive or the complete new one, never half of one. Reading untrusted archives is
+:mod:`casaflow.safetar`'s job.
+"""
+
+from __future__ import annotations
+
+import gzip
+import os
+import tarfile
+from pathlib import Path
+from typing import Iterable
+
+
+def normalise(info: tarfile.TarInfo) -> tarfile.TarInfo:
+    info.uid = info.gid = 0
+    info.uname = info.gname = ""
+    return info
+
+
+def iter_tree(root: Path, arcroot: str | None = None):
+    """(path, arcname) of ``root`` and everything below it, sorted, directories before their
+    content. ``arcroot`` names ``root`` in the archive (default: its basename)."""
+    root = Path(root)
+    base = arcroot if arcroot is not None else root.name
+    yield root, base
+    if not root.is_dir():
+        return
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames.sort()
+        rel = os.path.relpath(dirpath, root)
+        for name in sorted(dirnames) + sorted(filenames):
+            arc = f"{base}/{name}" if rel == "." else f"{base}/{rel}/{name}"
+            yield Path(dirpath) / name, arc
+
+
+def write_tgz(dest: Path, entries: Iterable[tuple[Path, str]], compress: bool = True) -> Path:
+    """Write ``(path, arcname)`` entries (files or whole directories) to ``dest`` atomically.
+
+    Directories are added recursively in sorted order. ``compress=False`` writes a plain tar.
+    """
+    dest = Path(dest)
+    tmp = dest.with_name(f".{dest.name}.tmp")
+    with open(tmp, "wb") as raw:
+        gz = gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0) if compress else None
+        try:
+            with tarfile.open(fileobj=gz or raw, mode="w|", format=tarfile.PAX_FORMAT, bufsize=1 << 20) as tar:
+                for path, arcname in sorted(entries, key=lambda e: e[1]):
+                    for p, arc in iter_tree(Path(path), arcname):
+                        tar.add(str(p), arcname=arc, recursive=False, filter=normalise)
+        finally:
+            if gz is not None:
+                gz.close()
+    os.replace(tmp, dest)
+    return dest
