@@ -22,9 +22,14 @@ def normalise(info: tarfile.TarInfo) -> tarfile.TarInfo:
     return info
 
 
-def iter_tree(root: Path, arcroot: str | None = None):
+# casacore's lock files: rewritten whenever a table is opened, even read-only; not data.
+RUNTIME_FILES = frozenset({"table.lock"})
+
+
+def iter_tree(root: Path, arcroot: str | None = None, skip_names=frozenset()):
     """(path, arcname) of ``root`` and everything below it, sorted, directories before their
-    content. ``arcroot`` names ``root`` in the archive (default: its basename)."""
+    content. ``arcroot`` names ``root`` in the archive (default: its basename); files named
+    in ``skip_names`` are left out."""
     root = Path(root)
     base = arcroot if arcroot is not None else root.name
     yield root, base
@@ -33,12 +38,13 @@ def iter_tree(root: Path, arcroot: str | None = None):
     for dirpath, dirnames, filenames in os.walk(root):
         dirnames.sort()
         rel = os.path.relpath(dirpath, root)
-        for name in sorted(dirnames) + sorted(filenames):
+        for name in sorted(dirnames) + sorted(f for f in filenames if f not in skip_names):
             arc = f"{base}/{name}" if rel == "." else f"{base}/{rel}/{name}"
             yield Path(dirpath) / name, arc
 
 
-def write_tgz(dest: Path, entries: Iterable[tuple[Path, str]], compress: bool = True) -> Path:
+def write_tgz(dest: Path, entries: Iterable[tuple[Path, str]], compress: bool = True,
+              skip_names=frozenset()) -> Path:
     """Write ``(path, arcname)`` entries (files or whole directories) to ``dest`` atomically.
 
     Directories are added recursively in sorted order. ``compress=False`` writes a plain tar.
@@ -50,7 +56,7 @@ def write_tgz(dest: Path, entries: Iterable[tuple[Path, str]], compress: bool = 
         try:
             with tarfile.open(fileobj=gz or raw, mode="w|", format=tarfile.PAX_FORMAT, bufsize=1 << 20) as tar:
                 for path, arcname in sorted(entries, key=lambda e: e[1]):
-                    for p, arc in iter_tree(Path(path), arcname):
+                    for p, arc in iter_tree(Path(path), arcname, skip_names):
                         tar.add(str(p), arcname=arc, recursive=False, filter=normalise)
         finally:
             if gz is not None:

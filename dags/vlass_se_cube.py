@@ -15,9 +15,7 @@ import pendulum
 from airflow.sdk import DAG, Param, task, task_group
 
 from operators.casa_stage import CasaStageOperator
-from operators.workflow import common_params, fetch_inputs, push_products
-
-LOCATION = r"^(s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]/.+|/.+|file:///.+)$"
+from operators.workflow import LOCATION, common_params, fetch_inputs, push_products
 
 with DAG(
     dag_id="vlass_se_cube",

@@ -15,6 +15,8 @@ from .settings import settings
 log = logging.getLogger("casaflow.workflow")
 
 DATASET_ID_PATTERN = r"^$|^[A-Za-z0-9][A-Za-z0-9._+-]{0,127}$"
+# An input location: an absolute local path, file:///..., or s3://bucket/key.
+LOCATION = r"^(s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]/.+|/.+|file:///.+)$"
 
 
 def common_params() -> dict:

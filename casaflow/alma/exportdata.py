@@ -15,7 +15,7 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..archive import write_tgz
+from ..archive import RUNTIME_FILES, write_tgz
 from ..errors import InputError
 from ..pipeline_manifest import PipelineManifest
 from . import aqua, context, flags, naming
@@ -83,6 +83,8 @@ def fits_keywords(fits_path: Path, oussid: str) -> dict:
         return "N/A" if v is None else str(v)
 
     out = {k: get(k) for k in HEADER_KEYS}
+    if "BMAJ" not in header:
+        out.update(_beam_from_table(fits_path))
     if "NSPWNAM" in header:
         out["nspwnam"] = get("nspwnam")
         for i in range(1, int(header["NSPWNAM"]) + 1):
@@ -95,24 +97,49 @@ def fits_keywords(fits_path: Path, oussid: str) -> dict:
     return out
 
 
-def _shorten_spw_cards(fits_path: Path) -> None:
-    """Long spw lists (>= 68 characters) become '<min>,...,<max>' (§7.4). Done on the exported
-    FITS header, so the run's image is never modified."""
+def _beam_from_table(fits_path: Path) -> dict:
+    """A multi-plane (IQUV) image has per-plane beams in a BEAMS table and no BMAJ keyword:
+    report the first plane's (Stokes I) beam, in degrees like the BMAJ keyword."""
     from astropy.io import fits
 
+    with fits.open(fits_path) as hdul:
+        if "BEAMS" not in hdul:
+            return {}
+        table = hdul["BEAMS"]
+        row = table.data[0]
+        units = {table.columns[n].name: (table.columns[n].unit or "").lower() for n in range(len(table.columns))}
+        scale = {"arcsec": 1 / 3600.0, "deg": 1.0}
+        return {"bmaj": str(row["BMAJ"] * scale.get(units.get("BMAJ"), 1.0)),
+                "bmin": str(row["BMIN"] * scale.get(units.get("BMIN"), 1.0)), "bpa": str(row["BPA"])}
+
+
+def _finish_fits(fits_path: Path, image: Path) -> None:
+    """Edits on the exported FITS header (the run's image is never modified):
+
+    * long spw lists (>= 68 characters) become '<min>,...,<max>' (§7.4);
+    * ``DATE`` becomes the time the image itself was last written instead of the export time,
+      so exporting the same image again gives the same bytes (re-runs are idempotent).
+    """
+    import datetime as dt
+
+    from astropy.io import fits
+
+    written = dt.datetime.fromtimestamp((image / "table.dat").stat().st_mtime, dt.timezone.utc)
     with fits.open(fits_path, mode="update") as hdul:
+        header = hdul[0].header
         for key in ("SPW", "VIRTSPW"):
-            value = hdul[0].header.get(key)
+            value = header.get(key)
             if isinstance(value, str) and len(value) >= 68:
                 ids = sorted(int(s) for s in value.split(",") if s.strip().isdigit())
-                hdul[0].header[key] = f"{ids[0]},...,{ids[-1]}"
+                header[key] = f"{ids[0]},...,{ids[-1]}"
+        header["DATE"] = (written.strftime("%Y-%m-%dT%H:%M:%S.%f"), "Date the exported image was last written")
 
 
 def export_image(casa, image: Path, fitsname: str, staging: Path) -> Path:
     out = staging / fitsname
     casa.task("exportfits", imagename=str(image), fitsimage=str(out), velocity=False, optical=False, bitpix=-32,
               minpix=0, maxpix=-1, overwrite=True, dropstokes=False, stokeslast=True)
-    _shorten_spw_cards(out)
+    _finish_fits(out, image)
     return out
 
 
@@ -193,7 +220,7 @@ def run(casa, workspace: Path, working: Path, p: ExportParams, warn, versions: d
         if p.exportmses and not p.imaging_products_only:
             for vis in all_ms:
                 if p.tarms:
-                    write_tgz(staging / f"{vis}.tgz", [(working / vis, vis)])
+                    write_tgz(staging / f"{vis}.tgz", [(working / vis, vis)], skip_names=RUNTIME_FILES)
                     ex.per_ms.setdefault(vis, {})["finalms"] = record(f"{vis}.tgz", "ms")
                 else:
                     shutil.copytree(working / vis, staging / vis, symlinks=True)
@@ -233,6 +260,8 @@ def run(casa, workspace: Path, working: Path, p: ExportParams, warn, versions: d
         stats.write_text(json.dumps({"ousid": oussid, "project": ppr.project, "recipe": recipe,
                                      "mses": all_ms, "sessions": sessions, "images": len(ex.images),
                                      "versions": versions}, indent=1, sort_keys=True))
+        stamp = max((working / v / "table.dat").stat().st_mtime for v in all_ms)   # same inputs, same bytes
+        os.utime(stats, (stamp, stamp))
         aux = _aux_members(working, p, bool(imaging)) + [(stats, stats.name)]
         if aux:
             write_tgz(staging / f"{prefix}.auxproducts.tgz", aux)
@@ -293,7 +322,7 @@ def _session_caltables(working, staging, oussid, vises, sessions, calls, kind, r
             out[sess] = "Undefined"
             continue
         name = f"{oussid}.{sess}.{kind}.tgz"
-        write_tgz(staging / name, [(working / t, t) for t in tables])
+        write_tgz(staging / name, [(working / t, t) for t in tables], skip_names=RUNTIME_FILES)
         out[sess] = record(name, kind)
     return out
 

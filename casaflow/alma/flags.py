@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import tempfile
 import time
@@ -9,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..archive import write_tgz
+from ..archive import RUNTIME_FILES, write_tgz
 
 FINAL = "Pipeline_Final"
 EXTRA_VERSIONS = ("after_deterministic_flagging",)   # exported too when present (PIPE-933)
@@ -81,9 +82,12 @@ def export_tarball(ms: Path, dest_dir: Path) -> Path:
     with tempfile.TemporaryDirectory(dir=dest_dir, prefix=".flaglist-") as tmp:
         listing = Path(tmp) / "FLAG_VERSION_LIST"
         listing.write_text("".join(f"{n} : {comments.get(n, '')}\n" for n in names))
+        # A generated file takes the final version's time, so the same flags give the same bytes.
+        stamp = (fv / f"flags.{FINAL}" / "table.dat").stat().st_mtime
+        os.utime(listing, (stamp, stamp))
         entries = [(fv / f"flags.{n}", f"{arcdir}/flags.{n}") for n in names] + [(listing, f"{arcdir}/FLAG_VERSION_LIST")]
         dest = dest_dir / f"{ms.name}.flagversions.tgz"
-        write_tgz(dest, entries)
+        write_tgz(dest, entries, skip_names=RUNTIME_FILES)
     return dest
 
 

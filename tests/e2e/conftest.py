@@ -28,3 +28,26 @@ def vlass_tiny(base_dir):
 
 def run_worker(*args):
     return subprocess.run([WORKER, *args], capture_output=True, text=True)
+
+
+@pytest.fixture(scope="session")
+def alma_tiny(base_dir):
+    """The tiny ALMA pipeline working directory (two EBs in two sessions), and its truth."""
+    ws = base_dir / "sim-alma"
+    proc = run_worker("simulate-alma", "--workspace", str(ws), "--param", "preset=tiny")
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
+    out = ws / "input"
+    truth = json.loads((out / "truth.json").read_text())
+    return {"dir": out, "truth": truth, "working": out / truth["working"]}
+
+
+@pytest.fixture(scope="session")
+def manual_trees(base_dir):
+    """Manual-reduction trees in the QA2 guide's two shapes: {'multi': path, 'single': path}."""
+    ws = base_dir / "sim-manual"
+    out = {}
+    for shape in ("multi", "single"):
+        proc = run_worker("simulate-manual-tree", "--workspace", str(ws), "--param", f"shape={shape}")
+        assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
+        out[shape] = ws / json.loads(proc.stdout.strip().splitlines()[-1])["outputs"]["origpath"]
+    return out

@@ -1,4 +1,4 @@
-"""Kubernetes, offline: every worker pod of the VLASS DAG rendered and validated strictly against
+"""Kubernetes, offline: every worker pod of every workflow DAG rendered and validated strictly against
 Kubernetes 1.33, the Helm chart linted, rendered and validated, failure classes on recorded pods."""
 
 from __future__ import annotations
@@ -25,18 +25,18 @@ RUN_ID = "manual__2026-01-01T00:00:00+00:00"
 
 
 @pytest.fixture(scope="module")
-def vlass_dag(airflow_db):
+def dagbag(airflow_db):
     from airflow.dag_processing.dagbag import DagBag
 
     bag = DagBag()
     assert not bag.import_errors, bag.import_errors
-    return bag.get_dag("vlass_se_cube")
+    return bag
 
 
-def context(task_id, map_index=-1, try_number=1):
-    ti = SimpleNamespace(dag_id="vlass_se_cube", task_id=task_id, run_id=RUN_ID, map_index=map_index,
+def context(task_id, map_index=-1, try_number=1, dag_id="vlass_se_cube"):
+    ti = SimpleNamespace(dag_id=dag_id, task_id=task_id, run_id=RUN_ID, map_index=map_index,
                          try_number=try_number)
-    return {"dag": SimpleNamespace(dag_id="vlass_se_cube"), "run_id": RUN_ID, "ti": ti,
+    return {"dag": SimpleNamespace(dag_id=dag_id), "run_id": RUN_ID, "ti": ti,
             "params": {"execution_mode": "render"}}
 
 
@@ -51,18 +51,29 @@ def rendered_pods(dag, groups=("2", "3,4", "6")):
             for i, g in enumerate(groups):
                 op = CasaStageOperator(task_id=task.task_id, stage=task.stage, resource_class=task.resource_class,
                                        stage_params={"group": g}, tag="spw" + g.replace(",", "_"))
-                out.append((task.task_id, i, task.resource_class, op.execute(context(task.task_id, i))["pod"]))
+                out.append((task.task_id, i, task.resource_class,
+                            op.execute(context(task.task_id, i, dag_id=dag.dag_id))["pod"]))
         else:
-            out.append((task.task_id, -1, task.resource_class, task.execute(context(task.task_id))["pod"]))
+            out.append((task.task_id, -1, task.resource_class,
+                        task.execute(context(task.task_id, dag_id=dag.dag_id))["pod"]))
     return out
 
 
-def test_every_vlass_pod_validates_and_is_hardened(vlass_dag):
-    pods = rendered_pods(vlass_dag)
-    stages = {t for t, _, _, _ in pods}
-    assert {"importdata", "restorepims", "plane.makeimages", "plane.makecutoutimages", "exportvlassdata",
-            "weblog"} <= stages
-    assert sum(1 for t, _, _, _ in pods if t == "plane.makeimages") == 3
+WORKER_TASKS = {
+    "vlass_se_cube": {"importdata", "editimlist_seip", "transformimagedata", "restorepims", "flagtargetsdata",
+                      "editimlist_cube", "plane.makeimages", "plane.pbcor", "plane.makermsimages",
+                      "plane.makecutoutimages", "planes", "analyzestokescubes", "exportvlassdata", "weblog"},
+    "alma_exportdata": {"exportdata"},
+    "alma_qa2_package": {"package", "tarsplit"},
+}
+
+
+@pytest.mark.parametrize("dag_id", sorted(WORKER_TASKS))
+def test_every_worker_pod_validates_and_is_hardened(dagbag, dag_id):
+    pods = rendered_pods(dagbag.get_dag(dag_id))
+    assert {t for t, _, _, _ in pods} == WORKER_TASKS[dag_id]
+    if dag_id == "vlass_se_cube":
+        assert sum(1 for t, _, _, _ in pods if t == "plane.makeimages") == 3
     cfg = Settings.from_env()
     for task_id, map_index, rclass, pod in pods:
         kubernetes_validate.validate(pod, K8S, strict=True)
@@ -81,7 +92,7 @@ def test_every_vlass_pod_validates_and_is_hardened(vlass_dag):
         assert claim["claimName"] == cfg.workspace_claim
         labels = pod["metadata"]["labels"]
         assert labels["app.kubernetes.io/component"] == "casa-worker"
-        assert labels["dag_id"] == "vlass_se_cube" and labels["task_id"] and labels["try_number"] == "1"
+        assert labels["dag_id"] == dag_id and labels["task_id"] and labels["try_number"] == "1"
         if map_index >= 0:
             assert labels["map_index"] == str(map_index)
         assert pod["metadata"]["annotations"]["casaflow.org/run-id"] == RUN_ID
@@ -91,7 +102,7 @@ def test_every_vlass_pod_validates_and_is_hardened(vlass_dag):
         assert env["CASAFLOW_RESULT_PATH"] == "/airflow/xcom/return.json"
         assert int(env["OMP_NUM_THREADS"]) == res.cpu_count(cfg.resources[rclass]["limits"]["cpu"])
         assert base["command"] == ["casa-worker"] and base["args"][1:3] == ["--workspace", base["args"][2]]
-    heavy = [p for t, _, r, p in pods if t == "plane.makeimages"]
+    heavy = [p for t, _, r, p in pods if r == "heavy"]
     assert all(p["spec"]["containers"][0]["resources"]["limits"]["memory"] == "32Gi" for p in heavy)
 
 

@@ -1,0 +1,117 @@
+"""ALMA naming rules, image selection and tarsplit on synthetic inputs (no CASA)."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tarfile
+
+import pytest
+
+from casaflow.alma import context, naming, tarsplit
+from casaflow.errors import InputError
+
+
+@pytest.mark.parametrize("name, fits", [
+    ("uid___A001_X1_X2.s38_0.NGC1_sci.spw25_27.cont.I.iter1.image.pbcor", "uid___A001_X1_X2.NGC1_sci.spw25_27.cont.I.pbcor.fits"),
+    ("uid___A001_X1_X2.s38_0.NGC1_sci.spw25_27.cont.I.iter1.pb", "uid___A001_X1_X2.NGC1_sci.spw25_27.cont.I.pb.fits"),
+    ("uid___A001_X1_X2.s38_0.NGC1_sci.spw25_27.cont.I.iter1.mask", "uid___A001_X1_X2.NGC1_sci.spw25_27.cont.I.mask.fits"),
+    ("uid___A001_X1_X2.s38_0.NGC1_sci.spw25.cont.I.iter1.image.tt0.pbcor", "uid___A001_X1_X2.NGC1_sci.spw25.cont.I.tt0.pbcor.fits"),
+])
+def test_fitsname_rule(name, fits):
+    assert naming.fitsname(name) == fits
+
+
+def test_fitsname_version():
+    assert naming.fitsname("a.s1_0.X_sci.spw1.cube.I.iter1.image", 3) == "a.X_sci.spw1.cube.I.v3.fits"
+
+
+def test_calintents_defaults_wildcards_and_unknown():
+    assert naming.expand_intents("") == list(naming.DEFAULT_CALINTENTS)
+    assert naming.expand_intents("*PHASE*") == ["PHASE"]
+    assert naming.expand_intents("POL*") == ["POLARIZATION", "POLANGLE", "POLLEAKAGE"]
+    with pytest.raises(InputError, match="'BOGUS' matches no calibrator intent"):
+        naming.expand_intents("PHASE,BOGUS")
+
+
+def test_sessions_beyond_the_list_go_to_the_last():
+    assert naming.session_names(["s1", "s2"], 4) == ["s1", "s2", "s2", "s2"]
+    assert naming.session_names([], 2) == ["session_1", "session_1"]
+
+
+def item(name):
+    p = naming.parse_image_name(name)
+    return context.ImageItem(name, p["source"], p["sourcetype"], p["prefix"], p["spw"], p["specmode"], p["stokes"],
+                             p["stage"], p["multiterm"])
+
+
+def test_selection_keeps_latest_per_key_and_iquv_suppresses_i():
+    items = [item("o.s10_0.J1_bp.spw1.mfs.I.iter1.image"), item("o.s12_0.T_sci.spw1_2.cont.I.iter1.image.pbcor"),
+             item("o.s14_0.J1_ph.spw1.mfs.I.iter1.image"), item("o.s20_0.T_sci.spw1_2.cont.IQUV.iter1.image.pbcor"),
+             item("o.s22_0.J1_bp.spw1.mfs.I.iter1.image")]
+    cal = context.select_images(items, ["BANDPASS", "PHASE"])
+    # the latest bandpass item of the key wins and the original order is kept
+    assert [i.imagename for i in cal] == ["o.s14_0.J1_ph.spw1.mfs.I.iter1.image", "o.s22_0.J1_bp.spw1.mfs.I.iter1.image"]
+    assert [i.imagename for i in context.select_images(items, ["PHASE"])] == ["o.s14_0.J1_ph.spw1.mfs.I.iter1.image"]
+    tgt = context.select_images(items, ["TARGET"])
+    assert [i.stokes for i in tgt] == ["IQUV"]
+
+
+def test_applycal_calls_parsed_without_eval(tmp_path):
+    log = tmp_path / "casa_commands.log"
+    log.write_text("# stage\napplycal(vis='/w/a.ms', field='F', gaintable=['/w/a.ms.bcal'], calwt=False)\n"
+                   "applycal(vis='a.ms', field='F', gaintable=['a.ms.bcal', 'a.ms.g'], calwt=[False, False])\n"
+                   "tclean(vis='a.ms')\n")
+    calls = context.parse_applycal_calls(log)
+    assert len(calls) == 1 and calls[0].gaintable == ["a.ms.bcal", "a.ms.g"]       # the later call wins
+    log.write_text("applycal(vis=__import__('os').system('true'))\n")
+    with pytest.raises(InputError, match="not parseable"):
+        context.parse_applycal_calls(log)
+
+
+def make_tree(root, big=300_000):
+    (root / "a" / "b").mkdir(parents=True)
+    (root / "a" / "small.txt").write_bytes(b"x" * 1000)
+    (root / "a" / "b" / "big.bin").write_bytes(os.urandom(big))
+    (root / "a" / "b" / ("long-name-" * 20 + ".txt")).write_bytes(b"y" * 70_000)
+    (root / "empty").mkdir()
+    return root
+
+
+def test_tarsplit_cuts_large_files_and_joins_them_back(tmp_path):
+    pkg = make_tree(tmp_path / "2011.0.00229.S")
+    out = tarsplit.split(pkg, tmp_path / "chunks", "100K", "2026-11-22")
+    assert len(out["chunks"]) > 3
+    for name in out["chunks"]:
+        assert (tmp_path / "chunks" / name).stat().st_size <= 100 * 1024
+    with tarfile.open(tmp_path / "chunks" / out["chunks"][1]) as tar:
+        assert any(".tarsplit-part-" in n for n in tar.getnames())
+    joined = tarsplit.join(tmp_path / "chunks" / out["checksums"], tmp_path / "joined")
+    for p in pkg.rglob("*"):
+        q = joined / p.relative_to(pkg)
+        assert q.exists(), q
+        if p.is_file():
+            assert hashlib.sha256(q.read_bytes()).hexdigest() == hashlib.sha256(p.read_bytes()).hexdigest()
+    assert not list(joined.rglob("*.tarsplit-part-*"))
+
+
+def test_tarsplit_rejects_a_tampered_or_missing_chunk(tmp_path):
+    pkg = make_tree(tmp_path / "P")
+    out = tarsplit.split(pkg, tmp_path / "c", "100K", "2026-11-22")
+    chunk = tmp_path / "c" / out["chunks"][0]
+    data = bytearray(chunk.read_bytes())
+    data[700] ^= 1
+    chunk.write_bytes(bytes(data))
+    with pytest.raises(InputError, match="SHA-256 does not match"):
+        tarsplit.join(tmp_path / "c" / out["checksums"], tmp_path / "j")
+    chunk.unlink()
+    with pytest.raises(InputError, match="is missing"):
+        tarsplit.join(tmp_path / "c" / out["checksums"], tmp_path / "j")
+    assert not (tmp_path / "j" / "P").exists()
+
+
+@pytest.mark.parametrize("bad, msg", [("1K", "too small"), ("lots", "expected a number")])
+def test_tarsplit_bad_sizes(tmp_path, bad, msg):
+    pkg = make_tree(tmp_path / "P")
+    with pytest.raises(InputError, match=msg):
+        tarsplit.split(pkg, tmp_path / "c", bad, "2026-11-22")
