@@ -2,7 +2,10 @@
 
     casaflow demo [--preset small] [--s3] [--stop]
     casaflow runtime up [--port 8080] [--s3] | down | status
-    casaflow simulate vlass --out DIR [--preset tiny]
+    casaflow simulate vlass|alma|manual-tree --out DIR [--preset tiny] [--shape multi|single]
+    casaflow status --catalog CATALOG [--destination DEST] [--json]
+    casaflow tarsplit PACKAGE --out DIR --chunk-size 4G --date YYYY-MM-DD
+    casaflow tarjoin CHECKSUM_FILE --out DIR
     casaflow janitor --namespace NS [--older-than-minutes 30] [--dry-run]
 """
 
@@ -33,10 +36,23 @@ def main(argv: list[str] | None = None) -> int:
     j.add_argument("--older-than-minutes", type=int, default=30)
     j.add_argument("--dry-run", action="store_true")
     s = sub.add_parser("simulate", help="build simulated observations with CASA")
-    s.add_argument("kind", choices=["vlass"])
+    s.add_argument("kind", choices=["vlass", "alma", "manual-tree"])
     s.add_argument("--out", required=True, help="directory to build into")
     s.add_argument("--preset", default="tiny", choices=["tiny", "small", "large"])
     s.add_argument("--seed", type=int, default=1)
+    s.add_argument("--shape", default="multi", choices=["multi", "single"], help="manual-tree: the guide's shape")
+    st = sub.add_parser("status", help="campaign status per dataset, from the reprocessing reports")
+    st.add_argument("--catalog", required=True, help="the input catalog (path or s3://bucket/key)")
+    st.add_argument("--destination", default="", help="products destination (default: the runtime's / deployment's)")
+    st.add_argument("--json", action="store_true")
+    ts = sub.add_parser("tarsplit", help="split a package into transfer chunks with a SHA-256 list")
+    ts.add_argument("package")
+    ts.add_argument("--out", required=True)
+    ts.add_argument("--chunk-size", default="4G")
+    ts.add_argument("--date", required=True, help="YYYY-MM-DD, in the chunk names")
+    tj = sub.add_parser("tarjoin", help="verify transfer chunks and reassemble the package")
+    tj.add_argument("checksums", help="the <project>_<date>.sha256 file beside the chunks")
+    tj.add_argument("--out", required=True)
     args = parser.parse_args(argv)
 
     if args.cmd == "demo":
@@ -75,9 +91,54 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.cmd == "simulate":
         worker = str(Path(sys.executable).with_name("casa-worker"))
+        extra = ["--param", f"shape={args.shape}"] if args.kind == "manual-tree" else []
         return subprocess.call([worker, f"simulate-{args.kind}", "--workspace", args.out,
-                                "--param", f"preset={args.preset}", "--param", f"seed={args.seed}"])
+                                "--param", f"preset={args.preset}", "--param", f"seed={args.seed}", *extra])
+    if args.cmd == "status":
+        return _status(args)
+    if args.cmd in ("tarsplit", "tarjoin"):
+        from casaflow.alma import tarsplit
+        from casaflow.errors import InputError
+
+        try:
+            if args.cmd == "tarsplit":
+                out = tarsplit.split(Path(args.package), Path(args.out), args.chunk_size, args.date)
+                print(f"{len(out['chunks'])} chunks of at most {out['limit']} bytes in {args.out}; "
+                      f"checksums: {Path(args.out) / out['checksums']}")
+            else:
+                print(f"package reassembled and verified: {tarsplit.join(Path(args.checksums), Path(args.out))}")
+        except InputError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        return 0
     return 2
+
+
+def _status(args) -> int:
+    import os
+
+    from . import runtime, status
+    from .catalog import CatalogError
+
+    home = runtime.default_home()
+    destination = args.destination
+    if (home / "runtime.json").exists():       # the embedded runtime: its destination and S3 connection
+        rt = runtime.Runtime.load(home)
+        env = rt.env()
+        if "AIRFLOW_CONN_CASAFLOW_S3" in env:
+            os.environ.setdefault("AIRFLOW_CONN_CASAFLOW_S3", env["AIRFLOW_CONN_CASAFLOW_S3"])
+        destination = destination or rt.products
+    destination = destination or os.environ.get("CASAFLOW_PRODUCTS_DESTINATION", "")
+    if not destination:
+        print("error: no products destination (--destination, or CASAFLOW_PRODUCTS_DESTINATION)", file=sys.stderr)
+        return 2
+    try:
+        rows = status.collect(args.catalog, destination)
+    except (CatalogError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(json.dumps(rows, indent=1) if args.json else status.render(rows))
+    return 0
 
 
 if __name__ == "__main__":

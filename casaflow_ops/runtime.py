@@ -1,5 +1,5 @@
 """The embedded single-machine runtime: Airflow (SQLite, LocalExecutor) with its api-server,
-scheduler and dag-processor, and optionally moto's S3 server on loopback.
+scheduler, dag-processor and triggerer, and optionally moto's S3 server on loopback.
 
 Everything lives under one run directory (default ``.casaflow/runtime`` in the repository):
 ``airflow/`` (home and DB), ``logs/<component>.log``, ``pids/<component>.pid``, ``runtime.json``
@@ -24,7 +24,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
-COMPONENTS = ("api-server", "scheduler", "dag-processor")
+COMPONENTS = ("api-server", "scheduler", "dag-processor", "triggerer")   # triggerer: deferred waits
 S3_BUCKET = "casaflow-products"
 
 
@@ -70,6 +70,7 @@ class Runtime:
             # 2 cores: two CASA tasks side by side, one OpenMP thread each (platform notes).
             "AIRFLOW__CORE__PARALLELISM": env.get("AIRFLOW__CORE__PARALLELISM", "2"),
             "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{air / 'airflow.db'}",
+            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONNECT_ARGS": "casaflow_ops.sqlite_args.CONNECT_ARGS",
             "AIRFLOW__API__PORT": str(self.port),
             "AIRFLOW__API__HOST": "127.0.0.1",
             "AIRFLOW__API__BASE_URL": self.url,

@@ -63,3 +63,21 @@ def _fetch_s3(bucket: str, key: str, dest_dir: Path, aws_conn_id: str) -> Path:
         return target
     finally:
         tmp_path.unlink(missing_ok=True)
+
+
+def read_bytes(location: str, aws_conn_id: str = "casaflow_s3") -> bytes:
+    """The content of a small file (a catalog, a list) at a local path or s3://bucket/key."""
+    parsed = urlparse(location)
+    if parsed.scheme == "s3":
+        from airflow.providers.amazon.aws.hooks.s3 import S3Hook
+
+        client = S3Hook(aws_conn_id=aws_conn_id).get_conn()
+        try:
+            return client.get_object(Bucket=parsed.netloc, Key=parsed.path.lstrip("/"))["Body"].read()
+        except client.exceptions.NoSuchKey:
+            raise InputError(f"{location}: no such object") from None
+    path = Path(parsed.path if parsed.scheme == "file" else location)
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        raise InputError(f"{location}: no such file") from None

@@ -70,3 +70,28 @@ class ProductStoreHook(BaseHook):
         store, prefix = self.get_store()
         full_prefix = "/".join(p for p in (prefix, subprefix.strip("/")) if p)
         return delivery.push(store, full_prefix, items, info)
+
+    # -- reading deliveries back (reprocessing decisions, status reports) ------------------------
+    def _key(self, prefix: str, key: str) -> str:
+        return "/".join(p for p in (prefix, key.strip("/")) if p)
+
+    def delivered(self, dataset_id: str) -> dict | None:
+        """The delivery manifest's header of ``dataset_id`` (plus its ``url``), or None."""
+        store, prefix = self.get_store()
+        key = self._key(prefix, f"{dataset_id}/{delivery.MANIFEST_NAME}")
+        if store.head(key) is None:
+            return None
+        head, _ = delivery.parse_manifest(store.read(key), store.url(key))
+        return {**head, "url": store.url(key)}
+
+    def put_bytes(self, key: str, data: bytes) -> str:
+        store, prefix = self.get_store()
+        full = self._key(prefix, key)
+        store.put_bytes(full, data, "application/json")
+        return store.url(full)
+
+    def read_all(self, key_prefix: str) -> list[tuple[str, bytes]]:
+        """(url, bytes) of every object below ``key_prefix``."""
+        store, prefix = self.get_store()
+        return [(store.url(k), store.read(k)) for k in store.keys(self._key(prefix, key_prefix))]
+

@@ -97,6 +97,14 @@ class LocalStore:
     def delete(self, key: str) -> None:
         (self.root / key).unlink(missing_ok=True)
 
+    def keys(self, prefix: str) -> list[str]:
+        """Keys below ``prefix`` (a directory-like prefix), sorted; hidden partial files excluded."""
+        base = self.root / prefix
+        if not base.is_dir():
+            return []
+        return sorted(str(p.relative_to(self.root)) for p in base.rglob("*")
+                      if p.is_file() and not p.name.startswith("."))
+
 
 # ------------------------------------------------------------------------------------------
 def _b64(digest: bytes) -> str:
@@ -224,3 +232,10 @@ class S3Store:
 
     def delete(self, key: str) -> None:
         self.client.delete_object(Bucket=self.bucket, Key=key)
+
+    def keys(self, prefix: str) -> list[str]:
+        out = []
+        for page in self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket,
+                                                                           Prefix=prefix.rstrip("/") + "/"):
+            out += [o["Key"] for o in page.get("Contents", [])]
+        return sorted(out)

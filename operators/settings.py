@@ -46,6 +46,7 @@ class Settings:
     execution_mode: str = "local"
     workspace_root: str = ""
     products_destination: str = ""
+    catalog: str = ""              # the input catalog the reprocessing DAG reads by default
     aws_conn_id: str = "casaflow_s3"
     worker_command: str = ""
     # local mode
@@ -78,6 +79,7 @@ class Settings:
             workspace_root=root,
             products_destination=env("CASAFLOW_PRODUCTS_DESTINATION")
             or str(Path(tempfile.gettempdir()) / "casaflow" / "products"),
+            catalog=env("CASAFLOW_CATALOG", ""),
             aws_conn_id=env("CASAFLOW_AWS_CONN_ID", "casaflow_s3"),
             worker_command=env("CASAFLOW_WORKER_COMMAND") or _default_worker_command(),
             omp_threads=int(env("CASAFLOW_OMP_THREADS", "1")),

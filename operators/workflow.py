@@ -29,6 +29,9 @@ def common_params() -> dict:
                                       description="s3://bucket/prefix (through the Airflow connection "
                                                   "casaflow_s3) or an absolute local directory. Empty: the "
                                                   "deployment's default (CASAFLOW_PRODUCTS_DESTINATION)."),
+        "request_fingerprint": Param("", type="string", pattern=r"^$|^[0-9a-f]{16}$", title="Request fingerprint",
+                                     description="Set by the reprocessing DAG: identifies the catalog record (inputs, "
+                                                 "params, software wanted) a delivery was made from. Leave empty."),
         "execution_mode": Param("default", type="string", enum=["default", "local", "kubernetes", "render"],
                                 title="Execution mode",
                                 description="Where the CASA stages run: 'default' follows the deployment "
