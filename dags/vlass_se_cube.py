@@ -48,6 +48,8 @@ with DAG(
                                  description="Mark planes whose beam deviates > 20% from the nu^-1 scaling or "
                                              "that are >= 80% flagged (VLASSRJ=T); they are still exported."),
         "group_overrides": Param({}, type="object", title="Per-group tclean overrides",
+                                 propertyNames={"pattern": r"^[0-9]+(,[0-9]+)*$"},
+                                 additionalProperties={"type": "object"},
                                  description="e.g. {\"3,4\": {\"niter\": 500}}: tclean parameters for one "
                                              "spw group."),
         **common_params(),
