@@ -1,4 +1,5 @@
-"""Writing archives the one way casaflow writes them: deterministic and atomic.
+"""Writing archives and product directories the one way casaflow writes them: deterministic and
+atomic.
 
 Same inputs, same bytes (sorted entries, numeric owner 0, no user/group names, gzip header time
 0), so a re-run makes byte-identical products and a re-push recognises them by their SHA-256. The
@@ -11,7 +12,9 @@ from __future__ import annotations
 
 import gzip
 import os
+import shutil
 import tarfile
+import uuid
 from pathlib import Path
 from typing import Iterable
 
@@ -63,3 +66,15 @@ def write_tgz(dest: Path, entries: Iterable[tuple[Path, str]], compress: bool = 
                 gz.close()
     os.replace(tmp, dest)
     return dest
+
+
+def replace_dir(staging: Path, target: Path) -> None:
+    """Put the complete directory ``staging`` in place of ``target`` with renames only: a reader
+    sees the old directory or the new one, whole, never a mix."""
+    old = None
+    if target.exists():
+        old = target.parent / f".{target.name}.old-{uuid.uuid4().hex[:8]}"
+        os.replace(target, old)
+    os.replace(staging, target)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)

@@ -8,22 +8,24 @@ from the UI form, or with conf such as ``{"working_dir": "/data/MOUS_uid___A001_
 
 from __future__ import annotations
 
-import pendulum
 from airflow.sdk import DAG, Param, task
 
 from operators.casa_stage import CasaStageOperator
-from operators.workflow import LOCATION, common_params, fetch_inputs, push_products
+from operators.workflow import (
+    LOCATION,
+    common_params,
+    fetch_inputs,
+    push_products,
+    workflow_dag_args,
+)
 
 IMAGE_NAME = r"^[A-Za-z0-9_.+-]+$"
 
 with DAG(
     dag_id="alma_exportdata",
     description="ALMA hifa_exportdata of one pipeline working directory",
-    schedule=None,
-    start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
-    catchup=False,
     max_active_runs=4,
-    render_template_as_native_obj=True,
+    **workflow_dag_args(),
     tags=["casaflow", "alma"],
     doc_md=__doc__,
     params={

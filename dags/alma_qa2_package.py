@@ -17,18 +17,22 @@ import pendulum
 from airflow.sdk import DAG, Param, task
 
 from operators.casa_stage import CasaStageOperator
-from operators.workflow import LOCATION, common_params, fetch_inputs, push_products, workspace
+from operators.workflow import (
+    LOCATION,
+    common_params,
+    fetch_inputs,
+    push_products,
+    workflow_dag_args,
+    workspace,
+)
 
 PROJECT_CODE = r"^\d{4}\.\d\.\d{5}\.[A-Z]{1,3}$"
 
 with DAG(
     dag_id="alma_qa2_package",
     description="ALMA QA2 delivery package of one SB, split into transfer chunks",
-    schedule=None,
-    start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
-    catchup=False,
     max_active_runs=4,
-    render_template_as_native_obj=True,
+    **workflow_dag_args(),
     tags=["casaflow", "alma"],
     doc_md=__doc__,
     params={

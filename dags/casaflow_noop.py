@@ -7,20 +7,22 @@ the stand-in for a real workflow.
 
 from __future__ import annotations
 
-import pendulum
 from airflow.sdk import DAG, Param, task
 
 from operators.casa_stage import CasaStageOperator
-from operators.workflow import LOCATION, common_params, fetch_inputs, push_products
+from operators.workflow import (
+    LOCATION,
+    common_params,
+    fetch_inputs,
+    push_products,
+    workflow_dag_args,
+)
 
 with DAG(
     dag_id="casaflow_noop",
     description="No-op workflow (orchestration overhead, tests and benchmarks)",
-    schedule=None,
-    start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
-    catchup=False,
     max_active_runs=16,
-    render_template_as_native_obj=True,
+    **workflow_dag_args(),
     tags=["casaflow", "test"],
     doc_md=__doc__,
     params={

@@ -11,20 +11,22 @@ Trigger it from the UI with the form, or with conf such as
 
 from __future__ import annotations
 
-import pendulum
 from airflow.sdk import DAG, Param, task, task_group
 
 from operators.casa_stage import CasaStageOperator
-from operators.workflow import LOCATION, common_params, fetch_inputs, push_products
+from operators.workflow import (
+    LOCATION,
+    common_params,
+    fetch_inputs,
+    push_products,
+    workflow_dag_args,
+)
 
 with DAG(
     dag_id="vlass_se_cube",
     description="VLASS coarse-cube (VLASS-SE-CUBE) imaging of one per-image MS",
-    schedule=None,
-    start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
-    catchup=False,
     max_active_runs=4,
-    render_template_as_native_obj=True,   # stage_params keep their types (bools, dicts)
+    **workflow_dag_args(),
     tags=["casaflow", "vlass"],
     doc_md=__doc__,
     params={

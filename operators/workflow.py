@@ -19,6 +19,14 @@ DATASET_ID_PATTERN = r"^$|^[A-Za-z0-9][A-Za-z0-9._+-]{0,127}$"
 LOCATION = r"^(s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]/.+|/.+|file:///.+)$"
 
 
+def workflow_dag_args() -> dict:
+    """What every workflow DAG shares: triggered (no schedule), typed conf kept native in templates."""
+    import pendulum
+
+    return {"schedule": None, "start_date": pendulum.datetime(2026, 1, 1, tz="UTC"), "catchup": False,
+            "render_template_as_native_obj": True}
+
+
 def common_params() -> dict:
     return {
         "dataset_id": Param("", type="string", pattern=DATASET_ID_PATTERN, title="Dataset id",

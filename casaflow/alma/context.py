@@ -138,35 +138,32 @@ def find_mses(working: Path, vis: list[str]) -> tuple[list[str], list[str]]:
     return calibration, imaging
 
 
-def ms_session(casa, vis: Path) -> str:
-    """The session an MS belongs to, from its OBSERVATION schedule; 'session_1' if not recorded."""
+def _schedule(casa, vis: Path) -> list[str]:
+    """The OBSERVATION table's schedule entries (``SchedulingBlock ...``, ``ExecBlock ...``, ...)."""
     msmd = casa.tool("msmetadata")
     msmd.open(str(vis))
     try:
-        schedule = [str(s) for s in msmd.schedule(0)]
+        return [str(s) for s in msmd.schedule(0)]
     except RuntimeError:
-        schedule = []
+        return []
     finally:
         msmd.close()
-    for entry in schedule:
-        if entry.startswith("Session "):
-            return entry.split(None, 1)[1].strip()
-    return "session_1"
+
+
+def _schedule_entry(casa, vis: Path, key: str) -> str:
+    return next((e.split(None, 1)[1].strip() for e in _schedule(casa, vis) if e.startswith(f"{key} ")), "")
+
+
+def ms_session(casa, vis: Path) -> str:
+    """The session an MS belongs to, from its OBSERVATION schedule; 'session_1' if not recorded."""
+    return _schedule_entry(casa, vis, "Session") or "session_1"
 
 
 def execblock_uid(casa, vis: Path) -> str:
-    msmd = casa.tool("msmetadata")
-    msmd.open(str(vis))
-    try:
-        schedule = [str(s) for s in msmd.schedule(0)]
-    except RuntimeError:
-        schedule = []
-    finally:
-        msmd.close()
-    for entry in schedule:
-        if entry.startswith("ExecBlock "):
-            return entry.split(None, 1)[1].strip()
-    return naming.fs_to_uid(vis.name.removesuffix(".ms")) if naming.UID_FS_RE.match(vis.name.removesuffix(".ms")) else ""
+    """The execution block's uid, from the schedule, else from an ALMA-style MS name."""
+    uid = _schedule_entry(casa, vis, "ExecBlock")
+    stem = vis.name.removesuffix(".ms")
+    return uid or (naming.fs_to_uid(stem) if naming.UID_FS_RE.match(stem) else "")
 
 
 def assign_sessions(casa, working: Path, vises: list[str], sessions: list[str]) -> dict[str, str]:

@@ -15,7 +15,7 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..archive import RUNTIME_FILES, write_tgz
+from ..archive import RUNTIME_FILES, replace_dir, write_tgz
 from ..errors import InputError
 from ..pipeline_manifest import PipelineManifest
 from . import aqua, context, flags, naming
@@ -290,24 +290,13 @@ def run(casa, workspace: Path, working: Path, p: ExportParams, warn, versions: d
         _manifest(ppr, prefix, oussid, recipe, versions, ex, calibration, imaging, sessions, p).write(
             staging / manifest_name)
         ex.names["manifest"] = record(manifest_name, "pipeline_manifest")
-        _swap_in(staging, products)
+        replace_dir(staging, products)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
     return {"prefix": prefix, "oussid": oussid, "recipe": recipe, "products_dir": p.products_dir,
             "files": ex.files, "images": [(n, t) for n, t, _ in ex.images], "sessions": sessions,
             "qa_scores": scores}
-
-
-def _swap_in(staging: Path, products: Path) -> None:
-    """Replace ``products`` by ``staging`` with renames only: readers see old or new, whole."""
-    old = None
-    if products.exists():
-        old = products.parent / f".{products.name}.old-{uuid.uuid4().hex[:8]}"
-        os.replace(products, old)
-    os.replace(staging, products)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
 
 
 def _session_caltables(working, staging, oussid, vises, sessions, calls, kind, record) -> dict:

@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .. import xmlsafe
-from ..archive import write_tgz
+from ..archive import replace_dir, write_tgz
 from ..errors import InputError
 from ..result import path_size
 
@@ -91,6 +91,18 @@ def execution_dirs(origpath: Path) -> list[Path]:
                   and (any(d.glob("*.ms.split")) or any(d.glob("*.scriptForCalibration.py"))))
 
 
+def _place_file(plan: Plan, f: Path, log_prefix: str, notes: bool) -> None:
+    """Scripts, logs, FITS products and (beside the executions) notes for the PI."""
+    if f.suffix == ".py":
+        plan.add(f, f"script/{f.name}")
+    elif f.suffix == ".log":
+        plan.add(f, f"log/{log_prefix}{f.name}")
+    elif f.suffix == ".fits":
+        plan.add(f, f"product/{f.name}")
+    elif notes and f.suffix in (".txt", ".pdf", ".png"):
+        plan.add(f, f"qa/{f.name}")
+
+
 def plan_manual(origpath: Path) -> Plan:
     """Where every file of a manual-reduction tree goes (the guide's rules)."""
     origpath = Path(origpath)
@@ -126,14 +138,10 @@ def plan_manual(origpath: Path) -> Plan:
         for f in sorted(p for p in x.iterdir() if p.is_file()):
             if f.name == "checklist.txt":
                 plan.add(f, f"qa/{x.name}.checklist.txt")
-            elif f.suffix == ".py":
-                plan.add(f, f"script/{f.name}")
-            elif f.suffix == ".log":
-                plan.add(f, f"log/{prefix}__{f.name}")
-            elif f.suffix == ".fits":
-                plan.add(f, f"product/{f.name}")
-            elif f.name.endswith((".ms.antpos",)):
+            elif f.name.endswith(".ms.antpos"):
                 plan.add(f, f"calibration/{prefix}.calibration/{f.name}")
+            else:
+                _place_file(plan, f, log_prefix=f"{prefix}__", notes=False)
         qa2 = x / "qa2"
         if qa2.is_dir():
             for f in sorted(p for p in qa2.rglob("*") if p.is_file()):
@@ -151,14 +159,7 @@ def plan_manual(origpath: Path) -> Plan:
         for f in files:
             if any(part.endswith(".ms") for part in f.relative_to(origpath).parts[:-1]):
                 continue                                  # inside a (combined) MS: never packaged
-            if f.suffix == ".fits":
-                plan.add(f, f"product/{f.name}")
-            elif f.suffix == ".py":
-                plan.add(f, f"script/{f.name}")
-            elif f.suffix == ".log":
-                plan.add(f, f"log/{f.name}")
-            elif f.suffix in (".txt", ".pdf", ".png"):
-                plan.add(f, f"qa/{f.name}")
+            _place_file(plan, f, log_prefix="", notes=True)
     dests = [p.dest for p in plan.member_files]
     dupes = sorted({d for d in dests if dests.count(d) > 1})
     if dupes:
@@ -299,7 +300,7 @@ def package(casa, plan: Plan, packpath: Path, readme_header: Path | None, mode: 
         tree = tree_text(member_dir, member) if append else tree_text(staging, project)
         fields = {"Project code": project, **(fields or {})}
         (member_dir / "README").write_text(readme_text(header, fields, tree))
-        _swap(staging, group_dir / member if append else packpath)
+        replace_dir(staging, group_dir / member if append else packpath)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
@@ -323,16 +324,6 @@ def _member_name(group_dir: Path, base: str, source_label: str) -> str:
     while f"{base}{k}" in names:
         k += 1
     return f"{base}{k}"
-
-
-def _swap(staging: Path, target: Path) -> None:
-    old = None
-    if target.exists():
-        old = target.parent / f".{target.name}.old-{uuid.uuid4().hex[:8]}"
-        os.replace(target, old)
-    os.replace(staging, target)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
 
 
 def write_tickets(member_dir: Path, outdir: Path, project: str, expected_size: int, dummy: bool) -> list[Path]:

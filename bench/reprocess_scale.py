@@ -1,0 +1,144 @@
+"""Benchmark: scheduling a catalog day of N no-op datasets on the embedded runtime.
+
+    .venv/bin/python bench/reprocess_scale.py [--datasets 10000] [--parallelism 8] [--timeout 3600]
+
+1. Write a catalog with N ``casaflow_noop`` datasets observed on one day (each with its own small
+   input file), start the embedded runtime (SQLite, LocalExecutor, real scheduler, api-server,
+   dag-processor and triggerer) with the given parallelism.
+2. ``airflow backfill create`` for that day on ``reprocess_catalog``: it selects the datasets, triggers
+   one ``casaflow_noop`` run each (batches of <= 1000 mapped, deferred triggers) and waits for them.
+3. Measured: wall time from the backfill to the reprocess run's end; runs finished per minute;
+   per-run overhead (wall / N x parallelism: the slot time one no-op run costs); the peak RSS of
+   the scheduler process tree (sampled every second); deliveries made.
+
+Target (issue: operations): a 10,000-dataset catalog day. The figures go to
+``bench/results/reprocess_scale.json`` with the date and machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+DAY = "2026-04-01"
+
+
+def tree_rss(pid: int) -> int:
+    """RSS (bytes) of a process and its descendants, from /proc."""
+    total, todo, seen = 0, [pid], set()
+    while todo:
+        p = todo.pop()
+        if p in seen:
+            continue
+        seen.add(p)
+        try:
+            with open(f"/proc/{p}/status") as fh:
+                for line in fh:
+                    if line.startswith("VmRSS:"):
+                        total += int(line.split()[1]) * 1024
+            with open(f"/proc/{p}/task/{p}/children") as fh:
+                todo += [int(c) for c in fh.read().split()]
+        except (FileNotFoundError, ProcessLookupError, ValueError):
+            continue
+    return total
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--datasets", type=int, default=10000)
+    ap.add_argument("--parallelism", type=int, default=8)
+    ap.add_argument("--timeout", type=float, default=3600)
+    ap.add_argument("--out", default=str(REPO / "bench" / "results" / "reprocess_scale.json"))
+    args = ap.parse_args()
+
+    from casaflow_ops import runtime
+
+    work = Path(tempfile.mkdtemp(prefix="casaflow-bench-scale-"))
+    inputs = work / "inputs"
+    inputs.mkdir()
+    rows = []
+    day0 = dt.datetime.fromisoformat(DAY).replace(tzinfo=dt.timezone.utc)
+    for i in range(args.datasets):
+        f = inputs / f"ds{i:05d}.txt"
+        f.write_text(f"{i}\n")
+        t = day0 + dt.timedelta(seconds=i * 86400 / args.datasets)
+        rows.append({"id": f"ds{i:05d}", "workflow": "casaflow_noop", "observed": t.strftime("%Y-%m-%dT%H:%M:%SZ"),
+                     "inputs": {"input": str(f)}})
+    catalog = work / "catalog.json"
+    catalog.write_text(json.dumps({"catalog_version": 1, "datasets": rows}))
+
+    os.environ["AIRFLOW__CORE__PARALLELISM"] = str(args.parallelism)
+    os.environ["AIRFLOW__CORE__MAX_ACTIVE_TASKS_PER_DAG"] = str(max(16, args.parallelism))
+    import socket
+
+    with socket.socket() as sock:               # a free port (8793 is Airflow's own log server)
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    rt = runtime.create(home=work / "runtime", port=port)
+    rt.up()
+    api = runtime.Api(rt)
+    peak = {"rss": 0}
+    stop = threading.Event()
+
+    def sample():
+        while not stop.is_set():
+            pid = rt.pid("scheduler")
+            if pid:
+                peak["rss"] = max(peak["rss"], tree_rss(pid))
+            time.sleep(1)
+
+    threading.Thread(target=sample, daemon=True).start()
+    result: dict = {}
+    try:
+        for dag_id in ("casaflow_noop", "reprocess_catalog"):
+            api.wait_for_dag(dag_id)
+            api.patch(f"/api/v2/dags/{dag_id}", {"is_paused": False})
+        t0 = time.time()
+        proc = subprocess.run([str(runtime.BIN / "airflow"), "backfill", "create", "--dag-id", "reprocess_catalog",
+                               "--from-date", DAY, "--to-date", DAY, "--dag-run-conf",
+                               json.dumps({"catalog": str(catalog), "workflows": ["casaflow_noop"]})],
+                              env=rt.env(), capture_output=True, text=True)
+        if proc.returncode:
+            raise RuntimeError(proc.stderr[-2000:])
+        state, done = "queued", 0
+        while time.time() - t0 < args.timeout:
+            _, body = api.get("/api/v2/dags/reprocess_catalog/dagRuns?run_type=backfill")
+            state = body["dag_runs"][0]["state"] if body.get("dag_runs") else "none"
+            _, noop = api.get("/api/v2/dags/casaflow_noop/dagRuns?limit=1&state=success")
+            done = noop.get("total_entries", 0)
+            if state in ("success", "failed"):
+                break
+            time.sleep(10)
+        wall = time.time() - t0
+        delivered = sum(1 for _ in Path(rt.products).glob("*/delivery_manifest.xml"))
+        result = {
+            "date": dt.date.today().isoformat(), "machine": f"{platform.node()} {os.cpu_count()} cores "
+                                                             f"{platform.machine()}, Python {platform.python_version()}",
+            "datasets": args.datasets, "parallelism": args.parallelism, "reprocess_state": state,
+            "finished_runs": done, "delivered": delivered, "wall_seconds": round(wall, 1),
+            "runs_per_minute": round(done / wall * 60, 1) if wall else None,
+            "slot_seconds_per_run": round(wall * args.parallelism / done, 2) if done else None,
+            "scheduler_peak_rss_mb": round(peak["rss"] / 2**20, 1), "timed_out": wall >= args.timeout,
+        }
+    finally:
+        stop.set()
+        rt.down()
+    print(json.dumps(result, indent=1))
+    Path(args.out).write_text(json.dumps(result, indent=1) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
