@@ -103,6 +103,11 @@ class Runtime:
             os.kill(pid, 0)
         except ProcessLookupError:
             return None
+        try:       # started by this very process (tests, benchmarks): reap it once it has exited
+            if os.waitpid(pid, os.WNOHANG)[0] == pid:
+                return None
+        except ChildProcessError:
+            pass
         return pid
 
     # -- lifecycle --------------------------------------------------------------------------

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import shutil
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -143,6 +144,9 @@ def build(outdir: Path, casa, shape: str = "multi", preset_name: str = "tiny", s
     shutil.rmtree(scratch)
     truth = {"kind": "alma-manual-tree", "shape": shape, "preset": preset_name, "seed": seed,
              "origpath": str(sb.relative_to(outdir)), "sb": sb.name, "executions": execs, "fits": fits,
+             "sources": [asdict(s) for s in (alma.BP_CAL, alma.PH_CAL, alma.TARGET)],
+             "spws": [{"id": k, "start_hz": alma.BAND3_SPW_HZ[k], "nchan": preset.nchan, "width_hz": alma.SPW_WIDTH_HZ}
+                      for k in range(preset.n_spw)],
              "build_seconds": round(time.time() - t0, 1)}
     write_json(outdir / f"truth.manual-{shape}.json", truth)
     return truth

@@ -40,6 +40,26 @@ def dag_run(airflow_db, alma_tiny, s3_bucket_module, base_dir):
     return {"dr": dr, "states": states, "ws": ws, "products": ws / "products", "client": client, "bucket": bucket}
 
 
+def test_dag_passes_the_selection_params_through(airflow_db, alma_tiny, base_dir, tmp_path):
+    """The nine parameters reach the stage from the DAG's Params (the variants below then run the
+    stage itself, which is the very command the DAG runs)."""
+    from airflow.dag_processing.dagbag import DagBag
+
+    from operators.command import workspace_for
+
+    dag = DagBag().get_dag("alma_exportdata")
+    dr = dag.test(run_conf={"working_dir": str(alma_tiny["working"]), "execution_mode": "local",
+                            "calintents": "*PHASE*", "exportmses": True, "products_dir": "delivery",
+                            "products_destination": str(tmp_path / "dest")})
+    assert dr.state == "success"
+    ws = base_dir / "workspaces" / workspace_for("", "alma_exportdata", dr.run_id).lstrip("/")
+    names = {p.name for p in (ws / "delivery").iterdir()}
+    cal = [n for n in names if n.endswith(".fits") and "_sci." not in n]
+    assert cal and all("_ph." in n for n in cal)
+    assert f"{alma_tiny['truth']['vis'][0]}.tgz" in names and not any(n.endswith(".calapply.txt") for n in names)
+    assert (tmp_path / "dest" / OUS / "delivery_manifest.xml").is_file()
+
+
 def export(base_dir, alma_tiny, name, **params):
     """Run the stage by the CLI in a fresh workspace holding a link to the working directory."""
     ws = base_dir / "alma-export" / name
