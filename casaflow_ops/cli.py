@@ -1,6 +1,6 @@
 """``casaflow``: operate casaflow on this machine.
 
-    casaflow demo [--preset small] [--s3] [--stop]
+    casaflow demo [--workflow vlass|alma] [--preset small] [--s3] [--stop]
     casaflow runtime up [--port 8080] [--s3] | down | status
     casaflow simulate vlass|alma|manual-tree --out DIR [--preset tiny] [--shape multi|single]
     casaflow status --catalog CATALOG [--destination DEST] [--json]
@@ -22,6 +22,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="casaflow", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="cmd", required=True)
     d = sub.add_parser("demo", help="simulate data, start the runtime, run vlass_se_cube, print where products went")
+    d.add_argument("--workflow", default="vlass", choices=["vlass", "alma"],
+                   help="vlass: vlass_se_cube on a small PIMS; alma: alma_exportdata on a tiny working directory")
     d.add_argument("--preset", default="small", choices=["tiny", "small", "large"])
     d.add_argument("--port", type=int, default=8080)
     d.add_argument("--s3", action="store_true", help="push to a local S3 server (moto, in memory) instead of a directory")
@@ -58,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.cmd == "demo":
         from . import demo
 
-        return demo.main(args.preset, args.port, args.s3, args.stop)
+        return demo.main(args.preset, args.port, args.s3, args.stop, args.workflow)
     if args.cmd == "runtime":
         from . import runtime
 

@@ -1,5 +1,8 @@
-"""The demo: simulate a small VLASS dataset, start the embedded runtime, run vlass_se_cube on it,
-show progress, and say where the products and the delivery manifest went."""
+"""The demo: simulate a small dataset, start the embedded runtime, run a workflow on it, show
+progress, and say where the products and the delivery manifest went.
+
+``vlass`` (the default): a small VLASS PIMS through vlass_se_cube. ``alma``: a tiny ALMA working
+directory through alma_exportdata."""
 
 from __future__ import annotations
 
@@ -14,13 +17,13 @@ from . import runtime
 WORKER = str(Path(sys.executable).with_name("casa-worker"))
 
 
-def simulate(where: Path, preset: str) -> dict:
+def simulate(where: Path, preset: str, kind: str = "vlass") -> dict:
     truth_file = where / "input" / "truth.json"
     if truth_file.exists() and json.loads(truth_file.read_text()).get("preset") == preset:
         print(f"==> simulated {preset} dataset already in {where / 'input'}")
         return json.loads(truth_file.read_text())
-    print(f"==> simulating a {preset} VLASS dataset with CASA into {where / 'input'} (about a minute or two)")
-    proc = subprocess.run([WORKER, "simulate-vlass", "--workspace", str(where), "--param", f"preset={preset}"],
+    print(f"==> simulating a {preset} {kind.upper()} dataset with CASA into {where / 'input'} (a minute or two)")
+    proc = subprocess.run([WORKER, f"simulate-{kind}", "--workspace", str(where), "--param", f"preset={preset}"],
                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     if proc.returncode != 0:
         sys.stderr.write(proc.stderr[-3000:])
@@ -51,32 +54,44 @@ def progress(api: runtime.Api, dag_id: str, run_id: str, poll: float = 5.0, time
     raise TimeoutError(f"run {run_id} not finished after {timeout:.0f} s")
 
 
-def main(preset: str = "small", port: int = 8080, with_s3: bool = False, stop: bool = False) -> int:
+def main(preset: str = "small", port: int = 8080, with_s3: bool = False, stop: bool = False,
+         workflow: str = "vlass") -> int:
     home = runtime.default_home()
-    data = home.parent / f"demo-data-{preset}"
-    truth = simulate(data, preset)
+    if workflow == "alma":
+        preset = "tiny"            # the ALMA demo always uses the tested tiny working directory
+        data = home.parent / f"demo-data-alma-{preset}"
+        truth = simulate(data, preset, "alma")
+        dag_id, conf = "alma_exportdata", {"working_dir": str(data / "input" / truth["working"]),
+                                           "dataset_id": f"demo-alma-{preset}"}
+    else:
+        data = home.parent / f"demo-data-{preset}"
+        truth = simulate(data, preset)
+        inp = data / "input"
+        dag_id, conf = "vlass_se_cube", {
+            "pims": str(inp / truth["pims"]), "reimaging_resources": str(inp / "reimaging_resources.tgz"),
+            "seip_parameter_list": str(inp / "SEIP_parameter.list"),
+            "ccip_parameter_list": str(inp / "CCIP_parameter.list"), "dataset_id": f"demo-{preset}"}
     rt = runtime.create(home, port=port, with_s3=with_s3)
     print(f"==> starting the embedded runtime in {home} (Airflow on {rt.url})")
     rt.up()
     api = runtime.Api(rt)
-    api.wait_for_dag("vlass_se_cube")
-    inp = data / "input"
-    conf = {"pims": str(inp / truth["pims"]), "reimaging_resources": str(inp / "reimaging_resources.tgz"),
-            "seip_parameter_list": str(inp / "SEIP_parameter.list"),
-            "ccip_parameter_list": str(inp / "CCIP_parameter.list"), "dataset_id": f"demo-{preset}"}
-    status, run = api.trigger("vlass_se_cube", conf)
+    api.wait_for_dag(dag_id)
+    status, run = api.trigger(dag_id, conf)
     if status not in (200, 201):
         raise SystemExit(f"trigger failed: HTTP {status} {run}")
     run_id = run["dag_run_id"]
-    print(f"==> triggered vlass_se_cube run {run_id}; follow it at {rt.url}/dags/vlass_se_cube "
+    print(f"==> triggered {dag_id} run {run_id}; follow it at {rt.url}/dags/{dag_id} "
           f"(login {rt.user} / {rt.password})")
-    state = progress(api, "vlass_se_cube", run_id)
+    state = progress(api, dag_id, run_id)
     from operators.command import workspace_for
 
-    ws = Path(workspace_for(str(home / "workspaces"), "vlass_se_cube", run_id))
+    ws = Path(workspace_for(str(home / "workspaces"), dag_id, run_id))
     print(f"==> run {state}")
-    print(f"    weblog:            {ws / 'weblog' / 'index.html'}")
-    _, x = api.get(f"/api/v2/dags/vlass_se_cube/dagRuns/{run_id}/taskInstances/push/xcomEntries/return_value")
+    if workflow == "alma":
+        print(f"    products (local):  {ws / 'products'}")
+    else:
+        print(f"    weblog:            {ws / 'weblog' / 'index.html'}")
+    _, x = api.get(f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances/push/xcomEntries/return_value")
     if isinstance(x, dict) and isinstance(x.get("value"), dict):
         print(f"    products:          {rt.products.rstrip('/')}/{x['value']['dataset_id']}/ "
               f"({x['value']['objects']} objects)")

@@ -73,9 +73,16 @@ def backfill(r, catalog: Path, *extra) -> subprocess.CompletedProcess:
         if all(b.get("completed_at") for b in body.get("backfills", [])):
             break
         time.sleep(2)
-    return subprocess.run([AIRFLOW, "backfill", "create", "--dag-id", "reprocess_catalog", "--from-date", DAYS[0],
-                           "--to-date", DAYS[-1], "--dag-run-conf", json.dumps({"catalog": str(catalog)}), *extra],
-                          env=r.env(), capture_output=True, text=True)
+    argv = [AIRFLOW, "backfill", "create", "--dag-id", "reprocess_catalog", "--from-date", DAYS[0],
+            "--to-date", DAYS[-1], "--dag-run-conf", json.dumps({"catalog": str(catalog)}), *extra]
+    for _ in range(3):
+        proc = subprocess.run(argv, env=r.env(), capture_output=True, text=True)
+        # SQLite (the embedded runtime's database) can refuse a write that races the scheduler's;
+        # Airflow removes a backfill it could not finish creating, so running the command again is safe.
+        if "database is locked" not in proc.stderr:
+            return proc
+        time.sleep(5)
+    return proc
 
 
 def runs(api, dag_id: str) -> list[dict]:
