@@ -22,6 +22,9 @@ padding:.5em 1em;margin-bottom:1em} .warn{background:#fff6d6} img.thumb{width:15
 """
 
 
+WEBLOG_STAGES = ("vlass-weblog", "run-weblog")   # not listed in the page they render
+
+
 def _load(path: Path):
     try:
         return json.loads(path.read_text())
@@ -98,7 +101,7 @@ def render(workspace: Path, title: str, casa=None) -> Path:
     results = []
     for path in sorted((workspace / "results").glob("*.json"), key=lambda p: p.stat().st_mtime):
         r = _load(path)
-        if r and r.get("stage") != "vlass-weblog":
+        if r and r.get("stage") not in WEBLOG_STAGES:
             r["_name"] = path.stem
             results.append(r)
     failed = [r for r in results if r.get("status") != "success"]
@@ -138,6 +141,15 @@ def render(workspace: Path, title: str, casa=None) -> Path:
     export = ctx.get("export")
     if export:
         parts.append("<h2>Products</h2><ul>" + "".join(f"<li>{_e(o['fits'])}</li>" for o in export["fits"]) + "</ul>")
+    else:
+        made = [(r["_name"], p) for r in results for p in r.get("products", [])]
+        if made:
+            parts.append("<h2>Products</h2>" + _table(
+                ["stage", "product", "role", "size"],
+                ([_e(n), _e(p["path"]), _e(p.get("role", "")), f"{p['size'] / 1e6:.2f} MB"] for n, p in made)))
+    aquas = sorted(workspace.glob("*/*.pipeline_aquareport.xml"))
+    if aquas:
+        parts.append(_aqua_section(aquas[0], out))
     restore = ctx.get("restorepims")
     if restore:
         parts.append("<h2>restorepims resources</h2>" + _table(
@@ -147,6 +159,45 @@ def render(workspace: Path, title: str, casa=None) -> Path:
     index = out / "index.html"
     index.write_text("\n".join(parts))
     return index
+
+
+def _aqua_section(path: Path, out: Path) -> str:
+    """The AQUA report's per-stage representative scores as a chart and a table, and its flux
+    measurements."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from . import xmlsafe
+
+    root = xmlsafe.parse_file(path, f"AQUA report {path.name}")
+    stages = []
+    for st in root.iterfind("QaPerStage/Stage"):
+        rep = st.find("RepresentativeScore")
+        score = rep.get("Score") if rep is not None else "None"
+        stages.append((st.get("Number"), st.get("Name"), score, rep.get("Reason", "") if rep is not None else ""))
+    numeric = [(f"{n} {name}", float(sc)) for n, name, sc, _ in stages if sc not in ("None", "Undefined")]
+    html_parts = [f"<h2>QA (AQUA report {_e(path.name)})</h2>"]
+    if numeric:
+        fig, ax = plt.subplots(figsize=(7, 0.25 * len(numeric) + 1))
+        colours = ["#c33" if v < 0.34 else "#e90" if v < 0.67 else "#393" for _, v in numeric]
+        ax.barh([k for k, _ in numeric][::-1], [v for _, v in numeric][::-1], color=colours[::-1])
+        ax.set_xlim(0, 1)
+        ax.set_xlabel("representative QA score")
+        fig.tight_layout()
+        fig.savefig(out / "aqua_scores.png", dpi=80)
+        plt.close(fig)
+        html_parts.append("<img src='aqua_scores.png' alt='QA scores per stage'>")
+    html_parts.append(_table(["stage", "task", "score", "reason"],
+                             ([_e(n), _e(name), _e(sc), _e(reason)] for n, name, sc, reason in stages)))
+    flux = root.findall(".//FluxMeasurement")
+    if flux:
+        html_parts.append("<h3>Flux measurements</h3>" + _table(
+            ["origin", "asdm", "field", "spw", "GHz", "Jy"],
+            ([_e(f.getparent().get("Origin")), _e(f.get("Asdm")), _e(f.get("Field")), _e(f.get("MsSpwId")),
+              _e(f.get("FrequencyGHz")), _e(f.get("FluxJy"))] for f in flux)))
+    return "".join(html_parts)
 
 
 def tarball(workspace: Path, dest: Path) -> Path:

@@ -1,6 +1,7 @@
 """ALMA export (hifa_exportdata) of one pipeline working directory, pushed with its manifests.
 
-    prepare_inputs -> exportdata -> push (products, then the delivery manifest)
+    prepare_inputs -> exportdata -> weblog (always) -> push (products and casaflow's weblog, then
+    the delivery manifest)
 
 The nine hifa_exportdata parameters are Params with the reference's defaults and meanings. Trigger
 from the UI form, or with conf such as ``{"working_dir": "/data/MOUS_uid___A001_X1_X2/working"}``.
@@ -74,11 +75,16 @@ with DAG(
                                                            "tarms", "pprfile", "calintents", "calimages",
                                                            "targetimages", "products_dir")}})
 
+    weblog = CasaStageOperator(task_id="weblog", stage="run-weblog", trigger_rule="all_done",
+                               stage_params={"title": "ALMA exportdata {{ run_id }}"})
+
     @task
     def push(**context) -> dict:
-        """Push the products directory; the delivery manifest goes last."""
+        """Push the products directory and casaflow's weblog of the run; the delivery manifest goes last."""
         result = context["ti"].xcom_pull(task_ids="exportdata")
         dataset_id = context["params"].get("dataset_id") or result["outputs"]["oussid"]
-        return push_products(context, dataset_id, [result["outputs"]["products_dir"]])
+        return push_products(context, dataset_id, [result["outputs"]["products_dir"]],
+                             [("casaflow_weblog/weblog.tgz", "casaflow_weblog.tgz")])
 
-    inputs >> exportdata >> push()
+    inputs >> exportdata >> weblog
+    [exportdata, weblog] >> push()

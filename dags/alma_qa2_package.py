@@ -1,8 +1,8 @@
 """QA2 delivery packaging of one SB (or of exportdata's products), split into transfer chunks.
 
     prepare_inputs -> package (QA_Packager: member OUS tree, README, ticket tar/zip)
-      -> tarsplit (chunks no larger than chunk_size, SHA-256 list) -> push (chunks, tickets,
-      checksums, then the delivery manifest)
+      -> tarsplit (chunks no larger than chunk_size, SHA-256 list) -> weblog (always) -> push
+      (chunks, tickets, checksums, casaflow's weblog, then the delivery manifest)
 
 ``append='member'`` adds the next member OUS to an existing package given as ``base_package``
 (copied into the run's workspace first: the original is never modified).
@@ -103,12 +103,16 @@ with DAG(
                       "chunk_size": "{{ params.chunk_size }}", "date": "{{ %s['date'] }}" % XIN,
                       "project": "{{ params.project_code }}"})
 
+    weblog = CasaStageOperator(task_id="weblog", stage="run-weblog", trigger_rule="all_done",
+                               stage_params={"title": "ALMA QA2 package {{ params.project_code }} {{ run_id }}"})
+
     @task
     def push(**context) -> dict:
         """Push the transfer chunks, their checksums and the ticket files; the delivery manifest last."""
         params = context["params"]
-        tickets = [(f"package/{params['project_code']}.ticket.{ext}", f"ticket/{params['project_code']}.ticket.{ext}")
-                   for ext in ("tar", "zip")]
-        return push_products(context, params.get("dataset_id") or params["project_code"], ["transfer"], tickets)
+        extra = [(f"package/{params['project_code']}.ticket.{ext}", f"ticket/{params['project_code']}.ticket.{ext}")
+                 for ext in ("tar", "zip")] + [("casaflow_weblog/weblog.tgz", "casaflow_weblog.tgz")]
+        return push_products(context, params.get("dataset_id") or params["project_code"], ["transfer"], extra)
 
-    inputs >> package >> split >> push()
+    inputs >> package >> split >> weblog
+    [split, weblog] >> push()

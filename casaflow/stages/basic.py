@@ -56,3 +56,21 @@ def inspect_ms(ctx, vis, output):
     ctx.result.add_product(out.relative_to(ctx.workspace), role="summary")
     return {"summary": str(out.relative_to(ctx.workspace)), "nspw": len(summary["spws"]),
             "nrows": summary["nrows"]}
+
+
+@stage("run-weblog", params=[
+    Param("title", "str", default="casaflow run", help="page title"),
+    Param("products_dir", "str", default="casaflow_weblog", help="where weblog.tgz goes (relative to the workspace)"),
+])
+def run_weblog(ctx, title, products_dir):
+    """Render the run's weblog from what its stages left (stage table, products, QA from an AQUA report
+    when there is one) and weblog.tgz; renders whatever succeeded or failed. No CASA."""
+    from .. import weblog as wl
+
+    index = wl.render(ctx.workspace, title)
+    ctx.result.add_product(index.relative_to(ctx.workspace).parent, role="weblog")
+    out = ctx.workspace / products_dir
+    out.mkdir(parents=True, exist_ok=True)
+    tgz = wl.tarball(ctx.workspace, out / "weblog.tgz")
+    ctx.result.add_product(tgz.relative_to(ctx.workspace), role="weblog")
+    return {"index": str(index.relative_to(ctx.workspace)), "tarball": str(tgz.relative_to(ctx.workspace))}

@@ -83,12 +83,19 @@ def test_dag_succeeds_and_delivers_every_object(dag_run):
     listing = client.list_objects_v2(Bucket=bucket, Prefix=f"alma/{OUS}/")
     keys = {o["Key"].split(f"alma/{OUS}/", 1)[1] for o in listing.get("Contents", [])}
     local = {p.name for p in dag_run["products"].iterdir()}
-    assert local <= keys and "delivery_manifest.xml" in keys
+    assert local <= keys and "delivery_manifest.xml" in keys and "casaflow_weblog.tgz" in keys
     dm = xmlsafe.parse_bytes(client.get_object(Bucket=bucket, Key=f"alma/{OUS}/delivery_manifest.xml")["Body"].read(),
                              "delivery manifest")
     for obj in dm.iter("object"):
         body = client.get_object(Bucket=bucket, Key=f"alma/{OUS}/{obj.get('key')}")["Body"].read()
         assert hashlib.sha256(body).hexdigest() == obj.get("sha256")
+
+
+def test_run_weblog_shows_stages_products_and_aqua_scores(dag_run):
+    page = (dag_run["ws"] / "weblog" / "index.html").read_text()
+    assert "alma-exportdata" in page and "hifa_exportdata" in page and "aqua_scores.png" in page
+    assert f"{PREFIX}.pipeline_manifest.xml" in page and "Flux measurements" in page
+    assert (dag_run["ws"] / "weblog" / "aqua_scores.png").stat().st_size > 1000
 
 
 def test_every_product_has_its_reference_name(dag_run, alma_tiny):

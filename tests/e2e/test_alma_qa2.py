@@ -228,7 +228,7 @@ def test_qa2_dag_delivers_chunks_tickets_and_manifest(qa2_dag_run):
     prefix = "qa2/2011.0.00229.S/"
     keys = {o["Key"][len(prefix):] for o in client.list_objects_v2(Bucket=bucket, Prefix=prefix)["Contents"]}
     assert "2011.0.00229.S_2026_11_22.sha256" in keys and "delivery_manifest.xml" in keys
-    assert {"ticket/2011.0.00229.S.ticket.tar", "ticket/2011.0.00229.S.ticket.zip"} <= keys
+    assert {"ticket/2011.0.00229.S.ticket.tar", "ticket/2011.0.00229.S.ticket.zip", "casaflow_weblog.tgz"} <= keys
     chunks = sorted(k for k in keys if k.endswith(".tar") and not k.startswith("ticket/"))
     assert chunks and chunks[-1].endswith(f"_of_{len(chunks):03d}.tar")
     dm = xmlsafe.parse_bytes(client.get_object(Bucket=bucket, Key=prefix + "delivery_manifest.xml")["Body"].read(), "dm")

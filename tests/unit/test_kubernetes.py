@@ -63,8 +63,8 @@ WORKER_TASKS = {
     "vlass_se_cube": {"importdata", "editimlist_seip", "transformimagedata", "restorepims", "flagtargetsdata",
                       "editimlist_cube", "plane.makeimages", "plane.pbcor", "plane.makermsimages",
                       "plane.makecutoutimages", "planes", "analyzestokescubes", "exportvlassdata", "weblog"},
-    "alma_exportdata": {"exportdata"},
-    "alma_qa2_package": {"package", "tarsplit"},
+    "alma_exportdata": {"exportdata", "weblog"},
+    "alma_qa2_package": {"package", "tarsplit", "weblog"},
 }
 
 
