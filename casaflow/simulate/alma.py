@@ -111,7 +111,14 @@ class _Recorder:
         self.gflux: list[dict] = []
         self.sensitivities: list[dict] = []
 
-    def stage(self, name: str, scores: list[dict], start: float, topic: str) -> None:
+    def stage(self, name: str, scores: list[dict], start: float, topic: str, per_ms: bool = False) -> None:
+        """Record a stage. ``per_ms``: the stage is run once per EB here but is one pipeline task
+        over all MSs, so later EBs add their scores to the same stage, as sub-scores."""
+        same = next((s for s in self.stages if s["name"] == name), None) if per_ms else None
+        if same is not None:
+            same["scores"] += scores
+            same["end"] = time.time()
+            return
         self.stages.append({"number": len(self.stages) + 1, "name": name, "topic": topic,
                             "start": start, "end": time.time(), "scores": scores})
 
@@ -244,7 +251,7 @@ def _calibrate(casa, vis: str, preset: AlmaPreset, rec: _Recorder, session: str,
     frac = _flag_fraction(casa, vis)
     rec.stage("hifa_flagdata", [rec.score(1.0 - frac, f"{frac:.2%} of the data flagged by deterministic flagging",
                                           ("%OnlineShadowTemplateFlags", f"{frac * 100:.3f}", "%"),
-                                          asdm=[asdm], session=[session])], t0, "Flagging")
+                                          asdm=[asdm], session=[session])], t0, "Flagging", per_ms=True)
 
     # hifa_gfluxscaleflag/setjy: the flux calibrator's model.
     t0 = time.time()
@@ -255,7 +262,8 @@ def _calibrate(casa, vis: str, preset: AlmaPreset, rec: _Recorder, session: str,
                          "flux_jy": BP_CAL.stokes_at(BAND3_SPW_HZ[sid] + SPW_WIDTH_HZ / 2)[0], "error_jy": 0.0,
                          "asdm": asdm, "field": f"\"{BP_CAL.name}\"",
                          "freq_ghz": (BAND3_SPW_HZ[sid] + SPW_WIDTH_HZ / 2) / 1e9})
-    rec.stage("hifa_setmodels", [rec.score(1.0, "Flux calibrator model set", asdm=[asdm])], t0, "Calibration")
+    rec.stage("hifa_setmodels", [rec.score(1.0, "Flux calibrator model set", asdm=[asdm])], t0, "Calibration",
+              per_ms=True)
 
     # hifa_bandpass: phase-up, then the bandpass itself.
     t0 = time.time()
@@ -271,7 +279,7 @@ def _calibrate(casa, vis: str, preset: AlmaPreset, rec: _Recorder, session: str,
     tb.close()
     rec.stage("hifa_bandpass", [rec.score(good, f"{good:.1%} of bandpass solutions unflagged",
                                           ("BandpassUnflagged", f"{good:.3f}", ""), asdm=[asdm],
-                                          spw=spws.split(","), intent=["BANDPASS"])], t0, "Calibration")
+                                          spw=spws.split(","), intent=["BANDPASS"])], t0, "Calibration", per_ms=True)
 
     # hifa_gfluxscale: amplitude gains, then the flux scale transferred to the phase calibrator.
     t0 = time.time()
@@ -293,7 +301,7 @@ def _calibrate(casa, vis: str, preset: AlmaPreset, rec: _Recorder, session: str,
     snr = min(g["flux_jy"] / g["error_jy"] if g["error_jy"] > 0 else 1e3 for g in gf)
     rec.stage("hifa_gfluxscale", [rec.score(min(1.0, snr / 20.0), f"Derived fluxes, minimum SNR {snr:.1f}",
                                             ("FluxSNR", f"{snr:.3f}", ""), asdm=[asdm], field=PH_CAL.name,
-                                            intent=["PHASE"])], t0, "Calibration")
+                                            intent=["PHASE"])], t0, "Calibration", per_ms=True)
 
     # hif_applycal: one call per field and intent, gains from the field's own or the phase calibrator.
     t0 = time.time()
@@ -308,7 +316,7 @@ def _calibrate(casa, vis: str, preset: AlmaPreset, rec: _Recorder, session: str,
     added = _flag_fraction(casa, vis) - before
     rec.stage("hif_applycal", [rec.score(1.0 - added, f"{added:.2%} of the data newly flagged by applycal",
                                          ("%ApplycalFlags", f"{added * 100:.3f}", "%"), asdm=[asdm],
-                                         session=[session])], t0, "Calibration")
+                                         session=[session])], t0, "Calibration", per_ms=True)
     casa.task("flagmanager", vis=vis, mode="save", versionname="Pipeline_Final", comment="Final pipeline flags")
     return {"tables": tables, "applied": [tables["bandpass"], tables["phase"], tables["flux"]],
             "bad_antenna": bad_ant}
@@ -413,7 +421,7 @@ def build(outdir: Path, casa, preset_name: str = "tiny", seed: int = 1) -> dict:
                                                     else "All required intents present",
                                                     ("MissingIntentsMark", f"{len(missing)}", ""),
                                                     asdm=[vis.removesuffix(".ms")], session=[SESSIONS[k]])],
-                      t0, "Dataset")
+                      t0, "Dataset", per_ms=True)
             cal[vis] = _calibrate(casa, vis, preset, rec, SESSIONS[k], rng)
             cal[vis]["gains"] = gains
             vises.append(vis)
