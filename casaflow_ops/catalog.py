@@ -136,9 +136,3 @@ def select(records: list[Record], start: dt.datetime, end: dt.datetime, workflow
     chosen = [r for r in records if start <= r.observed < end and (not workflows or r.workflow in workflows)]
     return sorted(chosen, key=lambda r: (r.observed, r.id))
 
-
-def dump(records: list[Record]) -> str:
-    return json.dumps({"catalog_version": 1, "datasets": [
-        {"id": r.id, "workflow": r.workflow, "observed": r.observed.strftime("%Y-%m-%dT%H:%M:%SZ"),
-         "inputs": r.inputs, "software_version": r.software_version, **({"params": r.params} if r.params else {})}
-        for r in records]}, indent=1)

@@ -119,6 +119,8 @@ def main(argv: list[str] | None = None) -> int:
 def _status(args) -> int:
     import os
 
+    from casaflow.errors import InputError
+
     from . import runtime, status
     from .catalog import CatalogError
 
@@ -136,7 +138,7 @@ def _status(args) -> int:
         return 2
     try:
         rows = status.collect(args.catalog, destination)
-    except (CatalogError, ValueError) as exc:
+    except (CatalogError, InputError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     print(json.dumps(rows, indent=1) if args.json else status.render(rows))

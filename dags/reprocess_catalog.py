@@ -73,6 +73,7 @@ with DAG(
 
         from airflow.sdk.exceptions import AirflowFailException
 
+        from casaflow.errors import InputError
         from casaflow_ops import catalog
         from hooks.inputs import read_bytes
         from hooks.product_store import ProductStoreHook
@@ -86,7 +87,7 @@ with DAG(
             raise AirflowFailException("no catalog: set the run's 'catalog' Param or the deployment's CASAFLOW_CATALOG")
         try:
             records = catalog.parse(read_bytes(location, settings().aws_conn_id), location)
-        except catalog.CatalogError as exc:
+        except (catalog.CatalogError, InputError) as exc:      # a bad catalog is not retried
             raise AirflowFailException(str(exc)) from None
         chosen = catalog.select(records, start, end, params["workflows"])
         if len(chosen) > BATCH_SIZE * MAX_BATCHES:

@@ -227,7 +227,7 @@ def find_images(working: Path) -> list[ImageItem]:
     """The run's image list, in the order the run made them (stage, then name). Per image root
     only the last iteration counts, and the pb-corrected image is preferred, as the pipeline
     records it."""
-    best: dict[tuple, ImageItem] = {}
+    best: dict[tuple, tuple[tuple, ImageItem]] = {}     # image root -> (rank, item)
     for p in sorted(working.iterdir()):
         parsed = naming.parse_image_name(p.name)
         if not parsed or not p.is_dir():

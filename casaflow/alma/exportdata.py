@@ -62,8 +62,8 @@ def validate_products_dir(workspace: Path, products_dir: str) -> Path:
     out = (workspace / products_dir).resolve()
     if out.exists() and not out.is_dir():
         raise InputError(f"parameter 'products_dir': {products_dir!r} exists and is not a directory")
-    if workspace.resolve() not in out.parents and out != workspace.resolve():
-        raise InputError(f"parameter 'products_dir': {products_dir!r} must stay inside the workspace")
+    if workspace.resolve() not in out.parents:      # the directory is replaced whole: never the workspace
+        raise InputError(f"parameter 'products_dir': {products_dir!r} must be a directory inside the workspace")
     return out
 
 
@@ -181,12 +181,13 @@ def run(casa, workspace: Path, working: Path, p: ExportParams, warn, versions: d
     def pname(name: str) -> str:          # weblog, log, scripts: unprefixed when the OUS is unknown
         return name if unknown else f"{prefix}.{name}"
 
-    calibration, imaging = context.find_mses(working, p.vis)
+    # exportmses exports every MS of the run and ignores vis (reference §7.2).
+    calibration, imaging = context.find_mses(working, [] if p.exportmses else p.vis)
     all_ms = calibration + imaging
-    if p.exportmses:
-        calibration = [v for v in all_ms if not v.endswith("_targets.ms")]  # exportmses ignores vis
     sessions = context.assign_sessions(casa, working, calibration + imaging, p.session)
     calls = context.parse_applycal_calls(working / "casa_commands.log")
+    images = context.find_images(working)
+    qa_record = context.read_qa_record(working)
     calimages_explicit = context.explicit_images(working, p.calimages, "calimages")
     targetimages_explicit = context.explicit_images(working, p.targetimages, "targetimages")
 
@@ -242,9 +243,9 @@ def run(casa, workspace: Path, working: Path, p: ExportParams, warn, versions: d
         # 10-11. FITS images
         if not p.imaging_products_only:
             _export_images(casa, working, staging, oussid, "calibrator", calimages_explicit,
-                           context.select_images(context.find_images(working), intents), ex, record)
+                           context.select_images(images, intents), ex, record)
         _export_images(casa, working, staging, oussid, "target", targetimages_explicit,
-                       context.select_images(context.find_images(working), ["TARGET"]), ex, record)
+                       context.select_images(images, ["TARGET"]), ex, record)
         # 13-14. aux caltables and apply lists of the imaging MSs
         if imaging:
             for vis in imaging:
@@ -270,12 +271,12 @@ def run(casa, workspace: Path, working: Path, p: ExportParams, warn, versions: d
         weblog = context.find_weblog(working)
         ex.names["weblog"] = pname("weblog.tgz") if weblog else "Undefined"
         scores = _qa_scores(staging, ex, p, ppr_path is not None, weblog is not None)
-        export_stage = {"number": len(context.read_qa_record(working).get("stages", [])) + 1,
+        export_stage = {"number": len(qa_record.get("stages", [])) + 1,
                         "name": "hifa_exportdata", "topic": "Dataset", "start": t_start, "end": time.time(),
                         "scores": scores}
         aqua_name = pname("pipeline_aquareport.xml")
         ebs = [context.execblock_uid(casa, working / v) for v in calibration]
-        report = aqua.build(ppr, [e for e in ebs if e], context.read_qa_record(working), export_stage,
+        report = aqua.build(ppr, [e for e in ebs if e], qa_record, export_stage,
                             versions.get("casatools", "N/A"), versions.get("casaflow", "N/A"))
         (staging / aqua_name).write_bytes(aqua.to_bytes(report))
         ex.names["aqua_report"] = record(aqua_name, "pipeline_aquareport")

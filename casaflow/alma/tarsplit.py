@@ -144,8 +144,7 @@ def split(package: Path, outdir: Path, limit, date: str, project: str | None = N
     chunks = plan(package, limit)
     names = chunk_names(project, date, len(chunks))
     outdir.mkdir(parents=True, exist_ok=True)
-    for old in outdir.glob(f"{project}_{date.replace('-', '_')}_*_of_*.tar"):
-        old.unlink()                                   # a re-run replaces the previous chunks
+    stale = set(outdir.glob(f"{project}_{date.replace('-', '_')}_*_of_*.tar")) - {outdir / n for n in names}
     sums = []
     for name, entries in zip(names, chunks):
         dest = outdir / name
@@ -169,6 +168,8 @@ def split(package: Path, outdir: Path, limit, date: str, project: str | None = N
     tmp = checksum.with_name(f".{checksum.name}.tmp")
     tmp.write_text("".join(f"{h}  {n}\n" for h, n, _ in sums))
     os.replace(tmp, checksum)
+    for path in stale:        # a previous run's chunks with another count: only once the new set is listed
+        path.unlink()
     return {"chunks": [n for _, n, _ in sums], "sizes": [s for _, _, s in sums], "checksums": checksum.name,
             "limit": limit, "package_bytes": sum(p.stat().st_size for p in package.rglob("*") if p.is_file())}
 

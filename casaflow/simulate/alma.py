@@ -37,7 +37,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..alma.naming import uid_to_fs
+from ..alma.naming import fs_to_uid, uid_to_fs
 from .common import PointSource, antenna_file, corrupt, fresh_dir, read_antennas, write_json
 
 log = logging.getLogger("casaflow.simulate.alma")
@@ -487,7 +487,7 @@ def build(outdir: Path, casa, preset_name: str = "tiny", seed: int = 1) -> dict:
         # Files a finished run leaves beside the data.
         calls = casa.calls[first_call:]
         Path("casa_commands.log").write_text("".join(f"# casaflow simulated pipeline run\n{c}\n" for c in calls))
-        Path("casa_pipescript.py").write_text(_pipescript())
+        Path("casa_pipescript.py").write_text(_pipescript(vises))
         Path(f"PPR_{oussid}.xml").write_text(_ppr(vises))
         Path("cont.dat").write_text(f"Field: {TARGET.name}\n\nSpectralWindow: 0\n"
                                     f"{BAND3_SPW_HZ[0] / 1e9:.3f}~{(BAND3_SPW_HZ[0] + SPW_WIDTH_HZ) / 1e9:.3f}GHz LSRK\n")
@@ -526,8 +526,8 @@ def _flux_csv(path: Path, rows: list[dict]) -> None:
     path.write_text("\n".join(lines) + "\n")
 
 
-def _pipescript() -> str:
-    tasks = ["hifa_importdata(vis=['uid___A002_Xf00d12_X1a2b', 'uid___A002_Xf00d12_X2c3d'], session=['session_1', 'session_2'])",
+def _pipescript(vises: list[str]) -> str:
+    tasks = [f"hifa_importdata(vis={[v.removesuffix('.ms') for v in vises]!r}, session={list(SESSIONS)!r})",
              "hifa_flagdata(pipelinemode=\"automatic\")", "hifa_setmodels(pipelinemode=\"automatic\")",
              "hifa_bandpass(pipelinemode=\"automatic\")", "hifa_gfluxscale(pipelinemode=\"automatic\")",
              "hifa_timegaincal(pipelinemode=\"automatic\")", "hif_applycal(pipelinemode=\"automatic\")",
@@ -540,7 +540,7 @@ def _pipescript() -> str:
 def _ppr(vises: list[str]) -> str:
     asdms = "".join(f"""
           <AsdmIdentifier>
-            <AsdmRef><ExecBlockId>{v.removesuffix('.ms').replace('uid___', 'uid://').replace('_', '/')}</ExecBlockId></AsdmRef>
+            <AsdmRef><ExecBlockId>{fs_to_uid(v.removesuffix('.ms'))}</ExecBlockId></AsdmRef>
             <AsdmDiskName>{v.removesuffix('.ms')}</AsdmDiskName>
           </AsdmIdentifier>""" for v in vises)
     return f"""<?xml version="1.0" encoding="UTF-8"?>

@@ -65,9 +65,14 @@ def inspect_ms(ctx, vis, output):
 def run_weblog(ctx, title, products_dir):
     """Render the run's weblog from what its stages left (stage table, products, QA from an AQUA report
     when there is one) and weblog.tgz; renders whatever succeeded or failed. No CASA."""
+    return publish_weblog(ctx, title, products_dir)
+
+
+def publish_weblog(ctx, title: str, products_dir: str, casa=None) -> dict:
+    """Render ``weblog/index.html``, pack it as ``<products_dir>/weblog.tgz``, record both."""
     from .. import weblog as wl
 
-    index = wl.render(ctx.workspace, title)
+    index = wl.render(ctx.workspace, title, casa)
     ctx.result.add_product(index.relative_to(ctx.workspace).parent, role="weblog")
     out = ctx.workspace / products_dir
     out.mkdir(parents=True, exist_ok=True)

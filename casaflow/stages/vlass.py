@@ -345,17 +345,11 @@ def exportvlassdata(ctx, products_dir):
 ])
 def weblog(ctx, title, products_dir):
     """Render the run's weblog (renders whatever stages succeeded or failed) and weblog.tgz."""
-    from .. import weblog as wl
+    from .basic import publish_weblog
 
     try:
         casa = ctx.casa
     except Exception as exc:  # the weblog must render even if CASA cannot start
         ctx.warn(f"CASA unavailable, no thumbnails: {exc}")
         casa = None
-    index = wl.render(ctx.workspace, title, casa)
-    ctx.result.add_product(index.relative_to(ctx.workspace).parent, role="weblog")
-    products = ctx.workspace / products_dir
-    products.mkdir(parents=True, exist_ok=True)
-    tgz = wl.tarball(ctx.workspace, products / "weblog.tgz")
-    ctx.result.add_product(tgz.relative_to(ctx.workspace), role="weblog")
-    return {"index": str(index.relative_to(ctx.workspace)), "tarball": str(tgz.relative_to(ctx.workspace))}
+    return publish_weblog(ctx, title, products_dir, casa)

@@ -229,7 +229,7 @@ def test_rerun_gives_identical_products(base_dir, alma_tiny):
     ({"calintents": "*BAND*"}, {"_bp"}, True),
     ({"calintents": "PHASE,BANDPASS"}, {"_ph", "_bp"}, True),
     ({"imaging_products_only": True}, set(), False),
-    ({"exportmses": True}, {"_ph", "_bp"}, False),
+    ({"exportmses": True, "vis": ["uid___A002_Xf00d12_X1a2b.ms"]}, {"_ph", "_bp"}, False),   # vis ignored
 ])
 def test_selection_parameters(base_dir, alma_tiny, params, cal_types, has_calprods):
     proc, ws = export(base_dir, alma_tiny, "sel-" + "-".join(f"{k}{v}" for k, v in params.items()).replace("*", "x"),

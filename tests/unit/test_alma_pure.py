@@ -115,3 +115,20 @@ def test_tarsplit_bad_sizes(tmp_path, bad, msg):
     pkg = make_tree(tmp_path / "P")
     with pytest.raises(InputError, match=msg):
         tarsplit.split(pkg, tmp_path / "c", bad, "2026-11-22")
+
+
+def test_tarsplit_rerun_with_another_size_leaves_only_the_new_set(tmp_path):
+    pkg = make_tree(tmp_path / "P")
+    first = tarsplit.split(pkg, tmp_path / "c", "100K", "2026-11-22")
+    second = tarsplit.split(pkg, tmp_path / "c", "400K", "2026-11-22")
+    assert len(second["chunks"]) < len(first["chunks"])
+    assert sorted(p.name for p in (tmp_path / "c").glob("*.tar")) == second["chunks"]
+    tarsplit.join(tmp_path / "c" / second["checksums"], tmp_path / "j")
+
+
+@pytest.mark.parametrize("products_dir", [".", "..", "../elsewhere"])
+def test_products_dir_must_be_inside_the_workspace(tmp_path, products_dir):
+    from casaflow.alma.exportdata import validate_products_dir
+
+    with pytest.raises(InputError, match="inside the workspace"):
+        validate_products_dir(tmp_path, products_dir)
