@@ -106,3 +106,33 @@ def test_manifest_refuses_entities():
 def test_duplicate_keys_rejected(tmp_path, products):
     with pytest.raises(ValueError, match="same key"):
         delivery.push(None, "", products + products[:1], INFO)
+
+
+def test_tar_stream_bytes_unchanged_and_hashed(tmp_path):
+    """The tar writer must keep writing the bytes tarfile's stream mode wrote (earlier deliveries
+    were recognised by their SHA-256), and the threaded hash must be the hash of those bytes."""
+    from casaflow.archive import iter_tree, normalise
+    from hooks.tarstream import HashingSink, tree_sha256, write_tar
+
+    root = tmp_path / "t.ms"
+    (root / "SUB" / "DEEP").mkdir(parents=True)
+    (root / "empty").write_bytes(b"")
+    (root / "block").write_bytes(os.urandom(512))
+    (root / "big").write_bytes(os.urandom((9 << 20) + 17))   # more than one copy buffer
+    (root / "SUB" / "DEEP" / "table.dat").write_bytes(b"x" * 1000)
+    (root / "SUB" / ("long-name-" * 12)).write_bytes(b"pax header")   # > 100 chars with its path
+
+    reference = io.BytesIO()
+    with tarfile.open(fileobj=reference, mode="w|", format=tarfile.PAX_FORMAT) as tar:
+        for path, arcname in iter_tree(root):
+            tar.add(str(path), arcname=arcname, recursive=False, filter=normalise)
+
+    parts: list[bytes] = []
+    sink = HashingSink(parts.append, part_size=5 << 20)
+    write_tar(root, sink)
+    sink.close()
+    written = b"".join(parts)
+    assert written == reference.getvalue()
+    assert [len(p) for p in parts[:-1]] == [5 << 20] * (len(parts) - 1)
+    assert sink.hexdigest() == hashlib.sha256(written).hexdigest()
+    assert tree_sha256(root) == (hashlib.sha256(written).hexdigest(), len(written))
