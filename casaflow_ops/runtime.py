@@ -133,7 +133,10 @@ class Runtime:
         if self.s3_port:
             self._spawn("s3", [str(BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(self.s3_port)])
         for name in COMPONENTS:
-            self._spawn(name, [str(BIN / "airflow"), name])
+            if name == "scheduler":   # its forked task processes inherit the preloaded modules
+                self._spawn(name, [str(BIN / "python"), "-m", "casaflow_ops.airflow_component", name])
+            else:
+                self._spawn(name, [str(BIN / "airflow"), name])
         self.wait_healthy(timeout)
         if self.s3_port:
             self._ensure_bucket()
