@@ -5,8 +5,9 @@
 1. Simulate the preset (>= 4 imaged groups), start the embedded runtime (real scheduler, LocalExecutor
    with 2 slots, one OpenMP thread per CASA task) and run ``vlass_se_cube``.
 2. Imaging phase of the DAG = first ``plane.makeimages`` start to last ``plane.makecutoutimages`` end.
-3. Serial baseline: the same four casa-worker calls per group, one after another, in the same
-   workspace, CASA with its default threads (it may use both cores).
+3. Serial baselines: the same four casa-worker calls per group, one after another, in the same
+   workspace: (a) CASA with its default threads (it may use both cores): ``ratio``; (b) one OpenMP
+   thread, exactly as the DAG's tasks run them: ``ratio_same_calls_one_thread``.
 4. Scheduling overhead per task = its start minus the end of its upstream task in the same group
    (the time Airflow took to notice and launch it, when a slot was free).
 
@@ -101,20 +102,29 @@ def main() -> int:
     ws = Path(workspace_for(str(home / "workspaces"), "vlass_se_cube", run_id))
     targets = json.loads((ws / "context" / "cube_targets.json").read_text())["targets"]
     worker = str(Path(sys.executable).with_name("casa-worker"))
-    env = {k: v for k, v in os.environ.items() if k != "OMP_NUM_THREADS"}
-    t0 = time.monotonic()
-    for t in targets:
-        for stage in CHAIN:
-            subprocess.run([worker, f"vlass-{stage}", "--workspace", str(ws), "--param", f"group={t['group']}",
-                            "--tag", t["suffix"]], check=True, env=env, stdout=subprocess.DEVNULL,
-                           stderr=subprocess.DEVNULL)
-    serial_seconds = time.monotonic() - t0
+
+    def serial_loop(omp_threads: str | None) -> float:
+        env = {k: v for k, v in os.environ.items() if k != "OMP_NUM_THREADS"}
+        if omp_threads:
+            env["OMP_NUM_THREADS"] = omp_threads
+        t0 = time.monotonic()
+        for t in targets:
+            for stage in CHAIN:
+                subprocess.run([worker, f"vlass-{stage}", "--workspace", str(ws), "--param",
+                                f"group={t['group']}", "--tag", t["suffix"]], check=True, env=env,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        return time.monotonic() - t0
+
+    serial_seconds = serial_loop(None)          # what one would run by hand: CASA's default threads
+    serial_one_thread = serial_loop("1")        # exactly the calls the DAG's tasks make
     report = {
         "date": time.strftime("%Y-%m-%d"),
         "machine": f"{platform.node()} {os.cpu_count()} cores, {platform.platform()}",
         "preset": args.preset, "groups": len(groups), "dag_state": state,
         "dag_imaging_seconds": round(dag_seconds, 1), "serial_seconds": round(serial_seconds, 1),
         "ratio": round(dag_seconds / serial_seconds, 3),
+        "serial_one_thread_seconds": round(serial_one_thread, 1),
+        "ratio_same_calls_one_thread": round(dag_seconds / serial_one_thread, 3),
         "launch_latency_seconds": {"median": round(statistics.median(latency), 2),
                                    "max": round(max(latency), 2), "n": len(latency),
                                    "definition": "start minus the later of the upstream's end and the "
@@ -122,7 +132,7 @@ def main() -> int:
         "group_gap_seconds": {"median": round(statistics.median(gaps), 2), "max": round(max(gaps), 2),
                               "n": len(gaps), "definition": "start minus the same group's upstream end "
                                                             "(includes waiting for a slot)"},
-        "settings": {"parallel_slots": 2, "omp_threads_per_task": 1, "serial_omp_threads": "CASA default"},
+        "settings": {"parallel_slots": 2, "omp_threads_per_task": 1, "serial_omp_threads": "CASA default, then 1"},
     }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(report, indent=2))
