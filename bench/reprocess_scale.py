@@ -6,7 +6,8 @@
    input file), start the embedded runtime (SQLite, LocalExecutor, real scheduler, api-server,
    dag-processor and triggerer) with the given parallelism.
 2. ``airflow backfill create`` for that day on ``reprocess_catalog``: it selects the datasets, triggers
-   one ``casaflow_noop`` run each (batches of <= 1000 mapped, deferred triggers) and waits for them.
+   one ``casaflow_noop`` run each (batches of <= 1000 mapped trigger tasks) and waits for each batch
+   in one deferred trigger.
 3. Measured: wall time from the backfill to the reprocess run's end; runs finished per minute;
    per-run overhead (wall / N x parallelism: the slot time one no-op run costs); the peak RSS of
    the scheduler process tree (sampled every second); deliveries made.

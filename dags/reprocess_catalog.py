@@ -1,8 +1,9 @@
 """Scheduled reprocessing from the input catalog: one workflow run per dataset observed in the run's
 data interval.
 
-    select_k -> trigger_k (k < 10: batch k of the day's datasets, <= 1000 runs each; the triggers
-      wait for their runs, deferred)
+    select_k -> trigger_k -> wait_k (k < 10: batch k of the day's datasets, <= 1000 runs each;
+      trigger_k creates the runs, one mapped task each, and wait_k waits for the whole batch in
+      one deferred trigger: no per-run polling)
       -> report (always: per dataset state, tries, manifest, failure; pushed; fails the run if a
          dataset failed, so a backfill with --reprocess-behavior failed redoes just that day)
 
@@ -28,6 +29,7 @@ from airflow.providers.standard.operators.trigger_dagrun import TriggerDagRunOpe
 from airflow.sdk import DAG, Param, task
 from airflow.timetables.interval import CronDataIntervalTimetable
 
+from operators.run_wait import WaitForDagRunsOperator
 from operators.workflow import LOCATION
 
 log = logging.getLogger("casaflow.reprocess")
@@ -121,10 +123,18 @@ with DAG(
             "trigger": [{k2: v for k2, v in t.items() if k2 != "conf"} for t in trigger]})
         return [{"trigger_dag_id": t["workflow"], "trigger_run_id": t["run_id"], "conf": t["conf"]} for t in trigger]
 
-    triggers = [TriggerDagRunOperator.partial(
-        task_id=f"trigger_{k}", logical_date=None, wait_for_completion=True, deferrable=True, poke_interval=5,
-        allowed_states=["success"], failed_states=["failed"], map_index_template="{{ task.trigger_run_id }}",
-    ).expand_kwargs(select.override(task_id=f"select_{k}")(k)) for k in range(MAX_BATCHES)]
+    waits = []
+    for k in range(MAX_BATCHES):
+        batch = select.override(task_id=f"select_{k}")(k)
+        trigger = TriggerDagRunOperator.partial(
+            task_id=f"trigger_{k}", logical_date=None, wait_for_completion=False,
+            map_index_template="{{ task.trigger_run_id }}",
+        ).expand_kwargs(batch)
+        # all_done: a run whose trigger failed is never created and is reported as such; the
+        # others are still waited for, so the report never judges a run that is still going.
+        wait = WaitForDagRunsOperator(task_id=f"wait_{k}", runs=batch, trigger_rule="all_done")
+        trigger >> wait
+        waits.append(wait)
 
     @task(trigger_rule="all_done")
     def report(**context) -> dict:
@@ -178,4 +188,4 @@ with DAG(
             raise AirflowFailException(f"{len(bad)} dataset(s) not delivered: {', '.join(bad[:20])}; report {url}")
         return {"report": url, "datasets": len(doc["datasets"])}
 
-    triggers >> report()
+    waits >> report()

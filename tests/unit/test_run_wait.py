@@ -1,0 +1,48 @@
+"""The batch wait of reprocess_catalog: one deferred trigger per batch, serialisable for the triggerer.
+
+Its behaviour against a real scheduler and api-server is exercised by tests/e2e/test_operations.py
+(backfills whose report judges every dataset only after its run finished)."""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+
+from operators.run_wait import CHUNK, DagRunsFinishedTrigger, WaitForDagRunsOperator, group_runs
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_group_runs_by_workflow_in_order():
+    runs = [{"trigger_dag_id": "a", "trigger_run_id": "r1", "conf": {}},
+            {"trigger_dag_id": "b", "trigger_run_id": "r2", "conf": {}},
+            {"trigger_dag_id": "a", "trigger_run_id": "r3", "conf": {}}]
+    assert group_runs(runs) == {"a": ["r1", "r3"], "b": ["r2"]}
+    assert group_runs([]) == {} and group_runs(None) == {}
+
+
+def test_trigger_round_trips_through_its_classpath():
+    trigger = DagRunsFinishedTrigger({"casaflow_noop": [f"r{i}" for i in range(3 * CHUNK + 1)]}, poll_interval=2.5)
+    classpath, kwargs = trigger.serialize()
+    module, _, name = classpath.rpartition(".")
+    again = getattr(importlib.import_module(module), name)(**kwargs)
+    assert again.serialize() == (classpath, kwargs)
+    assert kwargs["poll_interval"] == 2.5 and len(kwargs["runs"]["casaflow_noop"]) == 3 * CHUNK + 1
+
+
+def test_reprocess_catalog_waits_per_batch_not_per_run():
+    from airflow.dag_processing.dagbag import DagBag
+
+    bag = DagBag(dag_folder=str(REPO / "dags" / "reprocess_catalog.py"))
+    assert not bag.import_errors, bag.import_errors
+    dag = bag.dags["reprocess_catalog"]
+    waits = [t for t in dag.tasks if t.task_id.startswith("wait_")]
+    assert len(waits) == 10
+    for w in waits:
+        k = w.task_id.split("_")[1]
+        assert isinstance(w, WaitForDagRunsOperator) and w.trigger_rule == "all_done"
+        assert {f"select_{k}", f"trigger_{k}"} <= w.upstream_task_ids
+        assert "report" in w.downstream_task_ids
+        trigger = dag.get_task(f"trigger_{k}")
+        assert trigger.partial_kwargs.get("wait_for_completion") is False
+    assert dag.get_task("report").upstream_task_ids == {w.task_id for w in waits}
