@@ -75,14 +75,9 @@ def backfill(r, catalog: Path, *extra) -> subprocess.CompletedProcess:
         time.sleep(2)
     argv = [AIRFLOW, "backfill", "create", "--dag-id", "reprocess_catalog", "--from-date", DAYS[0],
             "--to-date", DAYS[-1], "--dag-run-conf", json.dumps({"catalog": str(catalog)}), *extra]
-    for _ in range(3):
-        proc = subprocess.run(argv, env=r.env(), capture_output=True, text=True)
-        # SQLite (the embedded runtime's database) can refuse a write that races the scheduler's;
-        # Airflow removes a backfill it could not finish creating, so running the command again is safe.
-        if "database is locked" not in proc.stderr:
-            return proc
-        time.sleep(5)
-    return proc
+    # No retry: the embedded runtime's SQLite settings make the CLI wait for the scheduler's
+    # writes (casaflow_ops/sqlite_args.py), as a user running this command relies on.
+    return subprocess.run(argv, env=r.env(), capture_output=True, text=True)
 
 
 def runs(api, dag_id: str) -> list[dict]:
