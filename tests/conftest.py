@@ -2,6 +2,9 @@
 directory, and (on request) moto's S3 server over HTTP on loopback.
 
 The Airflow environment must be in place before anything imports airflow, hence module level.
+Under pytest-xdist every worker process gets its own temp directory (its own Airflow DB,
+workspaces, moto server); only the simulated inputs, which are read-only to the tests and cost
+minutes of CASA to build, live in one directory shared by all workers (``SHARED``).
 """
 
 from __future__ import annotations
@@ -37,6 +40,18 @@ os.environ.update({
     "CASAFLOW_CASA_CACHEDIR": str(_BASE / "casa-cache"),
 })
 (_BASE / "airflow").mkdir()
+
+# The first process to import this file (xdist's controller, or pytest itself without xdist)
+# puts the shared directory inside its own temp directory, which it removes at the end; the
+# workers it spawns inherit the variable.
+os.environ.setdefault("CASAFLOW_TEST_SHARED_DIR", str(_BASE / "shared"))
+SHARED = Path(os.environ["CASAFLOW_TEST_SHARED_DIR"])
+
+# CASA uses every core by default; with several test workers running CASA side by side that
+# oversubscribes the cores (the platform notes measured it), so each worker gets its share.
+if "PYTEST_XDIST_WORKER_COUNT" in os.environ:
+    os.environ.setdefault("OMP_NUM_THREADS",
+                          str(max(1, (os.cpu_count() or 1) // int(os.environ["PYTEST_XDIST_WORKER_COUNT"]))))
 
 
 @pytest.fixture(scope="session")
@@ -110,3 +125,19 @@ def pytest_sessionfinish(session, exitstatus):
         print(f"\ntest directory kept: {_BASE}")
     else:
         shutil.rmtree(_BASE, ignore_errors=True)
+
+
+# The longest test files start first, so that parallel test workers finish at about the same time
+# (scripts/test has pytest-xdist hand out whole files in collection order). vlass_se_cube builds
+# the VLASS simulation that group_failure waits for; the runtime test (operations) is mostly
+# waiting on its scheduler and overlaps well with CASA, so it starts early too.
+LONGEST_FIRST = ("tests/e2e/test_vlass_se_cube.py", "tests/e2e/test_operations.py",
+                 "tests/e2e/test_alma_exportdata.py", "tests/e2e/test_vlass_group_failure.py")
+
+
+def pytest_collection_modifyitems(items):
+    def rank(item):
+        path = item.nodeid.split("::", 1)[0]
+        return LONGEST_FIRST.index(path) if path in LONGEST_FIRST else len(LONGEST_FIRST)
+
+    items.sort(key=rank)  # stable: the rest keep pytest's order

@@ -1,7 +1,12 @@
-"""Simulated inputs, built once per test session by the project's own simulator (real CASA)."""
+"""Simulated inputs, built once per test session by the project's own simulator (real CASA).
+
+They are built into the directory shared by all xdist workers (``tests.conftest.SHARED``) under
+a file lock: the first worker to need one builds it, the others wait and then read it.
+"""
 
 from __future__ import annotations
 
+import fcntl
 import json
 import subprocess
 import sys
@@ -9,45 +14,86 @@ from pathlib import Path
 
 import pytest
 
+from ..conftest import SHARED
+
 WORKER = str(Path(sys.executable).with_name("casa-worker"))
 
 
-@pytest.fixture(scope="session")
-def vlass_tiny(base_dir):
-    """The tiny VLASS preset: PIMS, reimaging_resources.tgz, parameter lists and truth.json."""
-    ws = base_dir / "sim-vlass"
-    proc = subprocess.run([WORKER, "simulate-vlass", "--workspace", str(ws), "--param", "preset=tiny"],
-                          capture_output=True, text=True)
-    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
-    out = ws / "input"
-    truth = json.loads((out / "truth.json").read_text())
-    return {"dir": out, "truth": truth, "pims": out / truth["pims"],
-            "resources": out / "reimaging_resources.tgz", "seip": out / "SEIP_parameter.list",
-            "ccip": out / "CCIP_parameter.list"}
+def load_dag(dag_id: str):
+    """A freshly parsed DAG, for one dag.test() run (needs the airflow_db fixture).
+
+    A DAG object must not serve two dag.test() runs: Airflow 3.3's process_params() resolves the
+    run's conf into the DAG's own Param objects (ParamsDict.update keeps the instances), so one
+    run's conf would become the next run's defaults. Task processes parse the DAG file each
+    time, so deployments never see this."""
+    from airflow.dag_processing.dagbag import DagBag
+
+    bag = DagBag()
+    assert not bag.import_errors, bag.import_errors
+    return bag.get_dag(dag_id)
+
+
+def workspace_of(base_dir: Path, dag_id: str, dr) -> Path:
+    """Where a dag.test() run of dag_id kept its workspace."""
+    from operators.command import workspace_for
+
+    return base_dir / "workspaces" / workspace_for("", dag_id, dr.run_id).lstrip("/")
+
+
+def vlass_conf(vlass_tiny, **extra):
+    """The vlass_se_cube run conf for the tiny simulated dataset, local mode."""
+    c = {"pims": str(vlass_tiny["pims"]), "reimaging_resources": str(vlass_tiny["resources"]),
+         "seip_parameter_list": str(vlass_tiny["seip"]), "ccip_parameter_list": str(vlass_tiny["ccip"]),
+         "execution_mode": "local"}
+    c.update(extra)
+    return c
 
 
 def run_worker(*args):
     return subprocess.run([WORKER, *args], capture_output=True, text=True)
 
 
+def built_once(name: str, stage: str, *params: str) -> dict:
+    """Run simulator `stage` into SHARED/name unless an earlier run there succeeded; its result."""
+    ws = SHARED / name
+    ws.parent.mkdir(parents=True, exist_ok=True)
+    with open(SHARED / f"{name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+        result = ws / "results" / f"{stage}.json"  # written last, atomically, by the worker
+        if not (result.exists() and json.loads(result.read_text())["status"] == "success"):
+            args = [stage, "--workspace", str(ws)]
+            for p in params:
+                args += ["--param", p]
+            proc = run_worker(*args)
+            assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
+        return json.loads(result.read_text())
+
+
 @pytest.fixture(scope="session")
-def alma_tiny(base_dir):
+def vlass_tiny():
+    """The tiny VLASS preset: PIMS, reimaging_resources.tgz, parameter lists and truth.json."""
+    built_once("sim-vlass", "simulate-vlass", "preset=tiny")
+    out = SHARED / "sim-vlass" / "input"
+    truth = json.loads((out / "truth.json").read_text())
+    return {"dir": out, "truth": truth, "pims": out / truth["pims"],
+            "resources": out / "reimaging_resources.tgz", "seip": out / "SEIP_parameter.list",
+            "ccip": out / "CCIP_parameter.list"}
+
+
+@pytest.fixture(scope="session")
+def alma_tiny():
     """The tiny ALMA pipeline working directory (two EBs in two sessions), and its truth."""
-    ws = base_dir / "sim-alma"
-    proc = run_worker("simulate-alma", "--workspace", str(ws), "--param", "preset=tiny")
-    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
-    out = ws / "input"
+    built_once("sim-alma", "simulate-alma", "preset=tiny")
+    out = SHARED / "sim-alma" / "input"
     truth = json.loads((out / "truth.json").read_text())
     return {"dir": out, "truth": truth, "working": out / truth["working"]}
 
 
 @pytest.fixture(scope="session")
-def manual_trees(base_dir):
+def manual_trees():
     """Manual-reduction trees in the QA2 guide's two shapes: {'multi': path, 'single': path}."""
-    ws = base_dir / "sim-manual"
     out = {}
     for shape in ("multi", "single"):
-        proc = run_worker("simulate-manual-tree", "--workspace", str(ws), "--param", f"shape={shape}")
-        assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
-        out[shape] = ws / json.loads(proc.stdout.strip().splitlines()[-1])["outputs"]["origpath"]
+        result = built_once(f"sim-manual-{shape}", "simulate-manual-tree", f"shape={shape}")
+        out[shape] = SHARED / f"sim-manual-{shape}" / result["outputs"]["origpath"]
     return out

@@ -18,7 +18,7 @@ from astropy.io import fits
 
 from casaflow import xmlsafe
 
-from .conftest import run_worker
+from .conftest import load_dag, run_worker, workspace_of
 
 pytestmark = [pytest.mark.casa, pytest.mark.e2e]
 
@@ -28,15 +28,11 @@ OUS = "uid___A001_X3d5e_X12"
 
 @pytest.fixture(scope="module")
 def dag_run(airflow_db, alma_tiny, s3_bucket_module, base_dir):
-    from airflow.dag_processing.dagbag import DagBag
-
-    from operators.command import workspace_for
-
     client, bucket = s3_bucket_module
-    dag = DagBag().get_dag("alma_exportdata")
+    dag = load_dag("alma_exportdata")
     dr = dag.test(run_conf={"working_dir": str(alma_tiny["working"]), "execution_mode": "local",
                             "products_destination": f"s3://{bucket}/alma"})
-    ws = base_dir / "workspaces" / workspace_for("", "alma_exportdata", dr.run_id).lstrip("/")
+    ws = workspace_of(base_dir, "alma_exportdata", dr)
     states = {ti.task_id: ti.state for ti in dr.get_task_instances()}
     return {"dr": dr, "states": states, "ws": ws, "products": ws / "products", "client": client, "bucket": bucket}
 
@@ -44,16 +40,12 @@ def dag_run(airflow_db, alma_tiny, s3_bucket_module, base_dir):
 def test_dag_passes_the_selection_params_through(airflow_db, alma_tiny, base_dir, tmp_path):
     """The nine parameters reach the stage from the DAG's Params (the variants below then run the
     stage itself, which is the very command the DAG runs)."""
-    from airflow.dag_processing.dagbag import DagBag
-
-    from operators.command import workspace_for
-
-    dag = DagBag().get_dag("alma_exportdata")
+    dag = load_dag("alma_exportdata")
     dr = dag.test(run_conf={"working_dir": str(alma_tiny["working"]), "execution_mode": "local",
                             "calintents": "*PHASE*", "exportmses": True, "products_dir": "delivery",
                             "products_destination": str(tmp_path / "dest")})
     assert dr.state == "success"
-    ws = base_dir / "workspaces" / workspace_for("", "alma_exportdata", dr.run_id).lstrip("/")
+    ws = workspace_of(base_dir, "alma_exportdata", dr)
     names = {p.name for p in (ws / "delivery").iterdir()}
     cal = [n for n in names if n.endswith(".fits") and "_sci." not in n]
     assert cal and all("_ph." in n for n in cal)

@@ -13,7 +13,7 @@ import pytest
 
 from casaflow import xmlsafe
 
-from .conftest import run_worker
+from .conftest import load_dag, run_worker
 
 pytestmark = [pytest.mark.casa, pytest.mark.e2e]
 
@@ -207,13 +207,11 @@ def test_chunks_reassemble_byte_identical_and_respect_the_limit(hard, tmp_path):
 
 
 @pytest.fixture(scope="module")
-def qa2_dag_run(airflow_db, manual_trees, s3_bucket_module, base_dir, tmp_path_factory):
-    from airflow.dag_processing.dagbag import DagBag
-
+def qa2_dag_run(airflow_db, manual_trees, s3_bucket_module, tmp_path_factory):
     header = tmp_path_factory.mktemp("hdr") / "README.header.txt"
     header.write_text(HEADER)
     client, bucket = s3_bucket_module
-    dag = DagBag().get_dag("alma_qa2_package")
+    dag = load_dag("alma_qa2_package")
     dr = dag.test(run_conf={"origpath": str(manual_trees["multi"]), "readme_header": str(header),
                             "project_code": "2011.0.00229.S", "mode": "hard", "chunk_size": "4M",
                             "transfer_date": "2026-11-22", "execution_mode": "local",

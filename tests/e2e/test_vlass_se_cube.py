@@ -18,39 +18,19 @@ from astropy.io import fits
 
 from hooks import delivery
 
+from .conftest import load_dag, vlass_conf, workspace_of
+
 pytestmark = [pytest.mark.casa, pytest.mark.e2e]
 
 
 @pytest.fixture(scope="module")
-def dagbag(airflow_db):
-    from airflow.dag_processing.dagbag import DagBag
-
-    bag = DagBag()
-    assert not bag.import_errors, bag.import_errors
-    return bag
-
-
-def conf(vlass_tiny, **extra):
-    c = {"pims": str(vlass_tiny["pims"]), "reimaging_resources": str(vlass_tiny["resources"]),
-         "seip_parameter_list": str(vlass_tiny["seip"]), "ccip_parameter_list": str(vlass_tiny["ccip"]),
-         "execution_mode": "local"}
-    c.update(extra)
-    return c
-
-
-def workspace_of(base_dir, dr):
-    from operators.command import workspace_for
-
-    return base_dir / "workspaces" / workspace_for("", "vlass_se_cube", dr.run_id).lstrip("/")
-
-
-@pytest.fixture(scope="module")
-def good_run(dagbag, vlass_tiny, s3_bucket_module, base_dir):
+def good_run(airflow_db, vlass_tiny, s3_bucket_module, base_dir):
     client, bucket = s3_bucket_module
-    dag = dagbag.get_dag("vlass_se_cube")
-    dr = dag.test(run_conf=conf(vlass_tiny, dataset_id="tiny-ok", products_destination=f"s3://{bucket}/vlass"))
+    dag = load_dag("vlass_se_cube")
+    dr = dag.test(run_conf=vlass_conf(vlass_tiny, dataset_id="tiny-ok", products_destination=f"s3://{bucket}/vlass"))
     states = {(ti.task_id, ti.map_index): ti.state for ti in dr.get_task_instances()}
-    return {"dr": dr, "states": states, "ws": workspace_of(base_dir, dr), "client": client, "bucket": bucket}
+    return {"dr": dr, "states": states, "ws": workspace_of(base_dir, "vlass_se_cube", dr),
+            "client": client, "bucket": bucket}
 
 
 def test_run_succeeds_with_one_mapped_instance_per_group(good_run, vlass_tiny):
@@ -174,25 +154,3 @@ def test_weblog_has_the_plots_and_thumbnails(good_run):
                  "stokes_summary_flux_vs_freq_peak_stokesi.png", "rms_Median_vs_freq.png"):
         assert plot in html and (ws / "weblog" / "stokes" / plot).stat().st_size > 1000
     assert len(list((ws / "weblog" / "thumbs").glob("*.png"))) == 4 * 3
-
-
-def test_failed_group_isolated(dagbag, vlass_tiny, base_dir, tmp_path):
-    """One group's imaging fails for real (tclean refuses the cell): the others are delivered, the
-    failure shows in the weblog and in QA."""
-    dag = dagbag.get_dag("vlass_se_cube")
-    dest = tmp_path / "out"
-    dr = dag.test(run_conf=conf(vlass_tiny, dataset_id="tiny-fail", products_destination=str(dest),
-                                group_overrides={"3,4": {"cell": "not-a-cell"}}))
-    states = {(ti.task_id, ti.map_index): ti.state for ti in dr.get_task_instances()}
-    failed = [k for k, s in states.items() if s == "failed"]
-    assert [k[0] for k in failed] == ["plane.makeimages"], states
-    assert states[("push", -1)] == "success"
-    ws = workspace_of(base_dir, dr)
-    names = [p.name for p in (dest / "tiny-fail").glob("*.fits") if ".com." not in p.name]
-    assert any(".spw2." in n for n in names) and any(".spw6." in n for n in names)
-    assert not any(".spw3_4." in n for n in names)
-    planes = json.loads((ws / "results" / "vlass-planes.json").read_text())
-    assert planes["qa_score"] == pytest.approx(0.34)
-    assert any("Cleaning failure" in m and "3,4" in m for m in planes["qa_messages"])
-    html = (ws / "weblog" / "index.html").read_text()
-    assert "vlass-makeimages.spw3_4" in html and "spw group 3,4 failed" in html
