@@ -141,11 +141,15 @@ def main() -> int:
         if proc.returncode:
             raise RuntimeError(proc.stderr[-2000:])
         state, done = "queued", 0
+        slow_polls = 0
         while time.time() - t0 < args.timeout:
-            _, body = api.get("/api/v2/dags/reprocess_catalog/dagRuns?run_type=backfill")
-            state = body["dag_runs"][0]["state"] if body.get("dag_runs") else "none"
-            _, noop = api.get("/api/v2/dags/casaflow_noop/dagRuns?limit=1&state=success")
-            done = noop.get("total_entries", 0)
+            try:
+                _, body = api.get("/api/v2/dags/reprocess_catalog/dagRuns?run_type=backfill")
+                state = body["dag_runs"][0]["state"] if body.get("dag_runs") else "none"
+                _, noop = api.get("/api/v2/dags/casaflow_noop/dagRuns?limit=1&state=success")
+                done = noop.get("total_entries", 0)
+            except OSError:         # the api-server did not answer within 30 s: count it, keep going
+                slow_polls += 1
             if state in ("success", "failed"):
                 break
             time.sleep(10)
@@ -161,6 +165,7 @@ def main() -> int:
             "scheduler_peak_rss_mb": round(peak["own"] / 2**20, 1),
             "scheduler_tree_peak_rss_mb": round(peak["rss"] / 2**20, 1),   # with the executor's task processes
             "timed_out": wall >= args.timeout,
+            "api_polls_over_30s": slow_polls,
             "selection_10000": selection_cost(10000, work),
             "extrapolated_hours_for_10000": round(10000 / (done / wall) / 3600, 1) if done else None,
         }

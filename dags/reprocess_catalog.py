@@ -4,6 +4,7 @@ data interval.
     select_k -> trigger_k -> wait_k (k < 10: batch k of the day's datasets, <= 1000 runs each;
       trigger_k creates the runs, one mapped task each, and wait_k waits for the whole batch in
       one deferred trigger: no per-run polling)
+    trigger_k -> select_k+1 (the batches' runs are created one batch after another)
       -> report (always: per dataset state, tries, manifest, failure; pushed; fails the run if a
          dataset failed, so a backfill with --reprocess-behavior failed redoes just that day)
 
@@ -66,7 +67,9 @@ with DAG(
     },
 ) as dag:
 
-    @task
+    # all_done: select_k also follows trigger_k-1 (below), and a failed trigger must not stop the
+    # next batch.
+    @task(trigger_rule="all_done")
     def select(k: int, **context) -> list[dict]:
         """Batch k of the datasets observed in the data interval (catalog order by observation time):
         each is triggered or skipped (with the reason). Returns the batch's TriggerDagRunOperator
@@ -123,9 +126,15 @@ with DAG(
             "trigger": [{k2: v for k2, v in t.items() if k2 != "conf"} for t in trigger]})
         return [{"trigger_dag_id": t["workflow"], "trigger_run_id": t["run_id"], "conf": t["conf"]} for t in trigger]
 
-    waits = []
+    waits, previous = [], None
     for k in range(MAX_BATCHES):
         batch = select.override(task_id=f"select_{k}")(k)
+        # One batch's trigger tasks are created at a time: the scheduler expands a mapped task in
+        # one transaction, and on the embedded runtime's SQLite ten batches of 1000 expanded at once
+        # held the write lock for ~40 s, long enough for the api-server's requests to time out.
+        # The runs cannot start faster than they finish anyway, so nothing is lost.
+        if previous is not None:
+            previous >> batch
         trigger = TriggerDagRunOperator.partial(
             task_id=f"trigger_{k}", logical_date=None, wait_for_completion=False,
             map_index_template="{{ task.trigger_run_id }}",
@@ -135,6 +144,7 @@ with DAG(
         wait = WaitForDagRunsOperator(task_id=f"wait_{k}", runs=batch, trigger_rule="all_done")
         trigger >> wait
         waits.append(wait)
+        previous = trigger
 
     @task(trigger_rule="all_done")
     def report(**context) -> dict:
