@@ -22,9 +22,13 @@ import urllib.request
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from casaflow_ops.sqlite_args import CONNECT_ARGS
+
 REPO = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 COMPONENTS = ("api-server", "scheduler", "dag-processor", "triggerer")   # triggerer: deferred waits
+# Seconds a client waits for the api-server: longer than an SQLite lock wait (sqlite_args.CONNECT_ARGS).
+API_TIMEOUT = CONNECT_ARGS["timeout"] + 30
 S3_BUCKET = "casaflow-products"
 
 
@@ -71,6 +75,11 @@ class Runtime:
             "AIRFLOW__CORE__PARALLELISM": env.get("AIRFLOW__CORE__PARALLELISM", "2"),
             "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{air / 'airflow.db'}",
             "AIRFLOW__DATABASE__SQL_ALCHEMY_CONNECT_ARGS": "casaflow_ops.sqlite_args.CONNECT_ARGS",
+            # SQLite has one writer: while the scheduler expands 1000 mapped tasks in one
+            # transaction the api-server's requests wait for the lock (up to sqlite_args' 60 s).
+            # Task processes must wait longer than that; with Airflow's default 5 s they gave up
+            # after their retries and a task of a 10,000-dataset day failed (bench/reprocess_scale).
+            "AIRFLOW__WORKERS__EXECUTION_API_TIMEOUT": str(API_TIMEOUT),
             "AIRFLOW__API__PORT": str(self.port),
             "AIRFLOW__API__HOST": "127.0.0.1",
             "AIRFLOW__API__BASE_URL": self.url,
@@ -237,7 +246,7 @@ class Api:
         if auth:
             req.add_header("Authorization", f"Bearer {self.token()}")
         try:
-            with urllib.request.urlopen(req, timeout=30) as r:
+            with urllib.request.urlopen(req, timeout=API_TIMEOUT) as r:
                 raw = r.read()
                 return r.status, (json.loads(raw) if raw else None)
         except urllib.error.HTTPError as exc:

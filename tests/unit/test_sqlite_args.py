@@ -87,3 +87,14 @@ def test_rolled_back_savepoint_and_plain_writes_still_work(db):
         session.rollback()
     with engine.connect() as con:
         assert sorted(con.execute(sa.text("SELECT v FROM t")).scalars()) == ["kept"]
+
+
+def test_embedded_runtime_clients_outwait_a_lock(tmp_path):
+    """Task processes and casaflow's API client wait longer for the api-server than the api-server
+    waits for SQLite's write lock; Airflow's default (5 s) made tasks fail while the scheduler
+    expanded a batch of 1000 mapped tasks."""
+    from casaflow_ops import runtime
+
+    env = runtime.create(home=tmp_path / "rt", port=8999).env()
+    assert float(env["AIRFLOW__WORKERS__EXECUTION_API_TIMEOUT"]) > CONNECT_ARGS["timeout"]
+    assert env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONNECT_ARGS"] == "casaflow_ops.sqlite_args.CONNECT_ARGS"
