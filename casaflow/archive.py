@@ -3,7 +3,7 @@ atomic.
 
 Same inputs, same bytes (sorted entries, numeric owner 0, no user/group names, gzip header time
 0), so a re-run makes byte-identical products and a re-push recognises them by their SHA-256. The
-archive is written to a hidden temporary file and renamed into place: a reader sees the old
+archive is written through :mod:`casaflow.atomic` (a hidden temporary file renamed into place): a reader sees the old
 archive or the complete new one, never half of one. Reading untrusted archives is
 :mod:`casaflow.safetar`'s job.
 """
@@ -17,6 +17,8 @@ import tarfile
 import uuid
 from pathlib import Path
 from typing import Iterable
+
+from .atomic import atomic_open
 
 
 def normalise(info: tarfile.TarInfo) -> tarfile.TarInfo:
@@ -68,8 +70,7 @@ def write_tgz(dest: Path, entries: Iterable[tuple[Path, str]], compress: bool = 
     Directories are added recursively in sorted order. ``compress=False`` writes a plain tar.
     """
     dest = Path(dest)
-    tmp = dest.with_name(f".{dest.name}.tmp")
-    with open(tmp, "wb") as raw:
+    with atomic_open(dest, "wb") as raw:
         gz = gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0) if compress else None
         try:
             with tar_writer(gz or raw) as tar:
@@ -79,7 +80,6 @@ def write_tgz(dest: Path, entries: Iterable[tuple[Path, str]], compress: bool = 
         finally:
             if gz is not None:
                 gz.close()
-    os.replace(tmp, dest)
     return dest
 
 

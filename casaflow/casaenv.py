@@ -17,6 +17,8 @@ import os
 import sys
 from pathlib import Path
 
+from . import atomic
+
 CONFIG_ENV = "CASAFLOW_CASA_CONFIG"
 LOGFILE_ENV = "CASAFLOW_CASA_LOGFILE"
 
@@ -70,9 +72,7 @@ def write_config(path: Path | None = None) -> Path:
     if path.is_file() and path.read_text() == text:
         return path   # the usual case, also on a read-only root filesystem (the worker image)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    atomic.write_text(path, text)
     return path
 
 

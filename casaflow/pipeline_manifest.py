@@ -6,12 +6,11 @@ Elements and attributes keep the reference's names and insertion order; the outp
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 from lxml import etree
 
-from . import xmlsafe
+from . import atomic, xmlsafe
 
 
 class PipelineManifest:
@@ -29,10 +28,7 @@ class PipelineManifest:
 
     def write(self, path: Path) -> Path:
         path = Path(path)
-        tmp = path.with_name(f".{path.name}.tmp")
-        tmp.write_bytes(self.to_bytes())
-        os.replace(tmp, path)
-        return path
+        return atomic.write_bytes(path, self.to_bytes())
 
 
 def read(path: Path) -> etree._Element:

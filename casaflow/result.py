@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import json
-import os
 import platform
 import time
 from dataclasses import asdict, dataclass, field
 from importlib import metadata
 from pathlib import Path
+
+from . import atomic
 
 RESULT_SCHEMA = 1
 
@@ -78,6 +79,4 @@ class StageResult:
     def write(self, path: Path) -> None:
         """Atomic write: a reader sees the previous result or the complete new one."""
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(self.to_dict(), sort_keys=True))
-        os.replace(tmp, path)
+        atomic.write_text(path, json.dumps(self.to_dict(), sort_keys=True), durable=True)

@@ -28,7 +28,6 @@ README, the qa files, the scripts and ``package_size.txt`` (the package's expect
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import uuid
 import zipfile
@@ -37,6 +36,7 @@ from pathlib import Path
 
 from .. import xmlsafe
 from ..archive import replace_dir, write_tgz
+from ..atomic import atomic_path
 from ..errors import InputError
 from ..result import path_size
 
@@ -344,11 +344,9 @@ def write_tickets(member_dir: Path, outdir: Path, project: str, expected_size: i
             (staging / name).parent.mkdir(parents=True, exist_ok=True)
             (staging / name).write_bytes(data)
         write_tgz(tar_path, [(staging / n, n) for n, _ in members], compress=False)
-        tmp = zip_path.with_name(f".{zip_path.name}.tmp")
-        with zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as zf:
+        with atomic_path(zip_path) as tmp, zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as zf:
             for name, data in members:
                 zf.writestr(zipfile.ZipInfo(name, date_time=(2000, 1, 1, 0, 0, 0)), data)
-        os.replace(tmp, zip_path)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return [tar_path, zip_path]

@@ -24,7 +24,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .. import safetar
-from ..archive import iter_tree, normalise
+from ..archive import iter_tree, normalise, tar_writer
+from ..atomic import atomic_open, write_text
 from ..errors import InputError
 
 BLOCK = 512
@@ -148,26 +149,22 @@ def split(package: Path, outdir: Path, limit, date: str, project: str | None = N
     sums = []
     for name, entries in zip(names, chunks):
         dest = outdir / name
-        tmp = outdir / f".{name}.tmp"
-        with tarfile.open(tmp, "w", format=tarfile.PAX_FORMAT) as tar:
-            for e in entries:
-                info = _info(e)
-                if info.isdir():
-                    tar.addfile(info)
-                else:
-                    with open(e.path, "rb") as fh:
-                        fh.seek(e.offset)
-                        tar.addfile(info, io.BufferedReader(_Slice(fh, info.size)))
-        size = tmp.stat().st_size
-        if size > limit:       # the size was computed in advance: exceeding it is a bug here
-            tmp.unlink()
-            raise RuntimeError(f"tarsplit: {name} came out {size} bytes, over the {limit}-byte limit")
-        os.replace(tmp, dest)
+        with atomic_open(dest, "wb") as raw:
+            with tar_writer(raw) as tar:
+                for e in entries:
+                    info = _info(e)
+                    if info.isdir():
+                        tar.addfile(info)
+                    else:
+                        with open(e.path, "rb") as fh:
+                            fh.seek(e.offset)
+                            tar.addfile(info, io.BufferedReader(_Slice(fh, info.size)))
+            size = raw.tell()
+            if size > limit:   # the size was computed in advance: exceeding it is a bug here
+                raise RuntimeError(f"tarsplit: {name} came out {size} bytes, over the {limit}-byte limit")
         sums.append((sha256_file(dest), name, size))
     checksum = outdir / f"{project}_{date.replace('-', '_')}.sha256"
-    tmp = checksum.with_name(f".{checksum.name}.tmp")
-    tmp.write_text("".join(f"{h}  {n}\n" for h, n, _ in sums))
-    os.replace(tmp, checksum)
+    write_text(checksum, "".join(f"{h}  {n}\n" for h, n, _ in sums))
     for path in stale:        # a previous run's chunks with another count: only once the new set is listed
         path.unlink()
     return {"chunks": [n for _, n, _ in sums], "sizes": [s for _, _, s in sums], "checksums": checksum.name,

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 
+from .. import atomic
 from ..archive import write_tgz
 from ..casaenv import casadata_measurespath
 
@@ -194,9 +194,7 @@ def corrupt(ct, ms_path: Path, rng: np.random.Generator, noise_jy: float, phase_
 
 
 def write_json(path: Path, data: dict) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=True, default=lambda o: asdict(o)))
-    os.replace(tmp, path)
+    atomic.write_text(path, json.dumps(data, indent=2, sort_keys=True, default=lambda o: asdict(o)))
 
 
 def make_tarball(path: Path, root: Path, members: list[str]) -> None:

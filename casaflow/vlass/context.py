@@ -7,9 +7,9 @@ orchestrator's XCom, carry what a later stage needs (XCom carries the small resu
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
+from .. import atomic
 from ..errors import InputError
 
 
@@ -20,9 +20,7 @@ def path(workspace: Path, name: str) -> Path:
 def write(workspace: Path, name: str, data) -> Path:
     target = path(workspace, name)
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f".{target.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=True))
-    os.replace(tmp, target)
+    atomic.write_text(target, json.dumps(data, indent=2, sort_keys=True))
     return target
 
 

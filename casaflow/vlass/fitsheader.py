@@ -8,7 +8,6 @@ original, so a crash never leaves a half-edited file.
 from __future__ import annotations
 
 import math
-import os
 import shutil
 from pathlib import Path
 
@@ -16,6 +15,8 @@ from astropy import units as u
 from astropy.coordinates import SkyCoord
 from astropy.io import fits
 from astropy.time import Time
+
+from .. import atomic
 
 CORRECTION_MARK = "Position correction "
 KEYWORD_COMMENTS = {
@@ -29,14 +30,10 @@ KEYWORD_COMMENTS = {
 
 
 def _edit(path: Path, fn) -> None:
-    tmp = path.with_name(f".{path.name}.edit")
-    shutil.copyfile(path, tmp)
-    try:
+    with atomic.atomic_path(path) as tmp:
+        shutil.copyfile(path, tmp)
         with fits.open(tmp, mode="update") as hdul:
             fn(hdul[0].header)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def gmst_hours(mjd_utc: float) -> float:
