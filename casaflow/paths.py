@@ -56,15 +56,19 @@ def relative_name(name, what: str, *, single: bool = False) -> str:
     return norm
 
 
-def inside(root, name, what: str, *, resolve: bool = False, single: bool = False) -> Path:
+def inside(root, name, what: str, *, resolve: bool = False, single: bool = False,
+           allow_root: bool = True) -> Path:
     """``root / name``, refused with :class:`PathEscapeError` if it would leave ``root``.
 
-    ``name == "."`` gives ``root`` itself (allowed unless ``single``). With ``resolve=True``
+    ``name == "."`` (or one normalising to it) gives ``root`` itself, unless ``allow_root`` is
+    false or ``single`` is set. With ``resolve=True``
     symlinks are followed (also of a not-yet-existing path's existing parents) and the result
     must still be below the resolved root.
     """
     root = Path(root)
     norm = relative_name(name, what, single=single)
+    if norm == "." and not allow_root:
+        raise PathEscapeError(f"{what}: {name!r} names the directory itself, not something in it")
     path = root / norm if norm != "." else root
     if resolve:
         real_root = os.path.realpath(root)

@@ -16,6 +16,8 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
+from casaflow import atomic, paths
+
 from .tarstream import HashingSink, file_sha256, write_tar
 
 MiB = 1 << 20
@@ -33,6 +35,10 @@ class StoreError(Exception):
     pass
 
 
+class KeyEscapeError(StoreError, paths.PathEscapeError):
+    """A key that would lead outside the store's root (an input error: never retried)."""
+
+
 # ------------------------------------------------------------------------------------------
 class LocalStore:
     """Objects are files below ``root``; keys are relative paths."""
@@ -45,27 +51,25 @@ class LocalStore:
     def url(self, key: str) -> str:
         return str(self.root / key)
 
+    def _path(self, key: str, allow_root: bool = False) -> Path:
+        """The file of ``key``, for every operation: refused unless it stays below the root, also
+        after following symlinks (casaflow.paths, the one containment check)."""
+        try:
+            return paths.inside(self.root, key, f"key {key!r} of the destination {self.root}", resolve=True,
+                                allow_root=allow_root)
+        except paths.PathEscapeError as exc:
+            raise KeyEscapeError(str(exc)) from None
+
     def _target(self, key: str) -> Path:
-        target = (self.root / key).resolve()
-        if not str(target).startswith(str(self.root.resolve()) + os.sep):
-            raise StoreError(f"key {key!r} escapes the destination {self.root}")
+        target = self._path(key)
         target.parent.mkdir(parents=True, exist_ok=True)
         return target
 
     def _write(self, key: str, produce) -> StoredObject:
-        target = self._target(key)
-        tmp = target.with_name(f".{target.name}.partial-{uuid.uuid4().hex[:8]}")
-        try:
-            with open(tmp, "wb") as fh:
-                sink = HashingSink(fh.write)
-                produce(sink)
-                sink.close()
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, target)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
+        with atomic.atomic_open(self._target(key), "wb", durable=True) as fh:
+            sink = HashingSink(fh.write)
+            produce(sink)
+            sink.close()
         return StoredObject(key, sink.size, sink.hexdigest())
 
     def put_file(self, key: str, path: Path, media_type: str = "") -> StoredObject:
@@ -83,23 +87,23 @@ class LocalStore:
         return self._write(key, lambda sink: sink.write(data))
 
     def head(self, key: str) -> StoredObject | None:
-        path = self.root / key
+        path = self._path(key)
         if not path.is_file():
             return None
         return StoredObject(key, path.stat().st_size, "")
 
     def sha256_of(self, key: str) -> str:
-        return file_sha256(self.root / key)[0]
+        return file_sha256(self._path(key))[0]
 
     def read(self, key: str) -> bytes:
-        return (self.root / key).read_bytes()
+        return self._path(key).read_bytes()
 
     def delete(self, key: str) -> None:
-        (self.root / key).unlink(missing_ok=True)
+        self._path(key).unlink(missing_ok=True)
 
     def keys(self, prefix: str) -> list[str]:
         """Keys below ``prefix`` (a directory-like prefix), sorted; hidden partial files excluded."""
-        base = self.root / prefix
+        base = self._path(prefix or ".", allow_root=True)
         if not base.is_dir():
             return []
         return sorted(str(p.relative_to(self.root)) for p in base.rglob("*")
