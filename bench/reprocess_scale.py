@@ -106,6 +106,8 @@ def main() -> int:
     catalog = work / "catalog.json"
     catalog.write_text(json.dumps({"catalog_version": 1, "datasets": rows}))
 
+    os.environ["CASAFLOW_ALLOWED_INPUTS"] = str(work)      # the catalog and its inputs
+    os.environ["CASAFLOW_ENABLE_TEST_DAGS"] = "1"          # casaflow_noop
     os.environ["AIRFLOW__CORE__PARALLELISM"] = str(args.parallelism)
     os.environ["AIRFLOW__CORE__MAX_ACTIVE_TASKS_PER_DAG"] = str(max(16, args.parallelism))
     import socket

@@ -70,6 +70,7 @@ def main() -> int:
     home = REPO / ".cache" / "bench-fanout" / "runtime"
     data = home.parent / f"data-{args.preset}"
     truth = demo.simulate(data, args.preset)
+    os.environ["CASAFLOW_ALLOWED_INPUTS"] = str(data)      # the simulated inputs
     rt = runtime.create(home, port=args.port)
     rt.up()
     try:

@@ -71,8 +71,13 @@ def inside(root, name, what: str, *, resolve: bool = False, single: bool = False
         raise PathEscapeError(f"{what}: {name!r} names the directory itself, not something in it")
     path = root / norm if norm != "." else root
     if resolve:
-        real_root = os.path.realpath(root)
         real = os.path.realpath(path)
-        if real != real_root and not real.startswith(real_root.rstrip(os.sep) + os.sep):
+        if not within(real, root):
             raise PathEscapeError(f"{what}: {name!r} resolves to {real}, outside {root}")
     return path
+
+
+def within(path, root) -> bool:
+    """Is ``path`` ``root`` or below it, both with symlinks resolved?"""
+    real, real_root = os.path.realpath(path), os.path.realpath(root)
+    return real == real_root or real.startswith(real_root.rstrip(os.sep) + os.sep)

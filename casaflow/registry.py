@@ -12,16 +12,20 @@ import json
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+from . import paths
 from .errors import InputError
 
 _TYPES = {"str": str, "int": int, "float": float, "bool": bool, "list": list, "dict": dict,
-          "any": object}
+          "any": object, "path": str, "name": str, "names": list}
 
 
 @dataclass(frozen=True)
 class Param:
     name: str
-    type: str = "str"                 # one of _TYPES
+    # One of _TYPES. Names of things in the workspace are checked by casaflow.paths before any
+    # work: "path" is a relative path staying inside the workspace, "name" a plain file name (or
+    # glob pattern) without directories, "names" a list of such names.
+    type: str = "str"
     default: Any = None
     required: bool = False
     help: str = ""
@@ -53,6 +57,14 @@ class Param:
             raise InputError(f"{where}: expected {self.type}, got {type(value).__name__} {value!r}")
         if self.choices is not None and value not in self.choices:
             raise InputError(f"{where}: expected one of {list(self.choices)}, got {value!r}")
+        if self.type == "path" and value != "":
+            # Relative to the workspace and staying in it; "" keeps meaning "not given".
+            value = paths.relative_name(value, where)
+        elif self.type == "name" and value != "":
+            value = paths.relative_name(value, where, single=True)
+        elif self.type == "names":
+            for i, item in enumerate(value):
+                paths.relative_name(item, f"{where}, item {i}", single=True)
         return value
 
 

@@ -59,12 +59,12 @@ def main(preset: str = "small", port: int = 8080, with_s3: bool = False, stop: b
     home = runtime.default_home()
     if workflow == "alma":
         preset = "tiny"            # the ALMA demo always uses the tested tiny working directory
-        data = home.parent / f"demo-data-alma-{preset}"
+        data = home.parent / "data" / f"demo-data-alma-{preset}"   # the runtime's allowed inputs
         truth = simulate(data, preset, "alma")
         dag_id, conf = "alma_exportdata", {"working_dir": str(data / "input" / truth["working"]),
                                            "dataset_id": f"demo-alma-{preset}"}
     else:
-        data = home.parent / f"demo-data-{preset}"
+        data = home.parent / "data" / f"demo-data-{preset}"
         truth = simulate(data, preset)
         inp = data / "input"
         dag_id, conf = "vlass_se_cube", {

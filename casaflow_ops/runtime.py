@@ -91,6 +91,11 @@ class Runtime:
             "CASAFLOW_PRODUCTS_DESTINATION": self.products,
             "CASAFLOW_EXECUTION_MODE": env.get("CASAFLOW_EXECUTION_MODE", "local"),
             "CASAFLOW_OMP_THREADS": env.get("CASAFLOW_OMP_THREADS", "1"),
+            # Inputs only from the runtime's data directory <home>/../data (never the home, which
+            # holds the generated login) and its S3 bucket, unless the caller (the tests, a
+            # benchmark) names its own (hooks/inputs.py).
+            "CASAFLOW_ALLOWED_INPUTS": env.get("CASAFLOW_ALLOWED_INPUTS")
+            or ",".join([str(self.home.parent / "data")] + ([f"s3://{S3_BUCKET}"] if self.s3_port else [])),
             "PYTHONPATH": str(REPO),
         })
         if self.s3_port:

@@ -76,12 +76,14 @@ def render(rows: list[dict]) -> str:
 
 
 def collect(catalog_location: str, destination: str, aws_conn_id: str = "casaflow_s3") -> list[dict]:
-    from hooks.inputs import read_bytes
+    from hooks.inputs import InputPolicy, read_bytes
     from hooks.product_store import ProductStoreHook
 
     from . import catalog
 
-    records = catalog.parse(read_bytes(catalog_location, aws_conn_id), catalog_location)
+    # The operator's own command line reads any catalog it is given (no DAG run's allow-list).
+    records = catalog.parse(read_bytes(catalog_location, aws_conn_id, InputPolicy(unrestricted=True)),
+                            catalog_location)
     store = ProductStoreHook(destination, aws_conn_id)
     reports = []
     for url, data in store.read_all("_reports/reprocess_catalog"):

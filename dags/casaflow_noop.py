@@ -3,6 +3,9 @@
 It exercises everything around CASA (inputs, the worker contract, the operator, the push with
 its manifest) in about a second: the reprocessing benchmarks and the operations tests use it as
 the stand-in for a real workflow.
+
+It delivers whatever it is given, so it exists only where the deployment enables test DAGs
+(``CASAFLOW_ENABLE_TEST_DAGS``; the chart leaves it off): elsewhere this file defines no DAG.
 """
 
 from __future__ import annotations
@@ -10,6 +13,7 @@ from __future__ import annotations
 from airflow.sdk import DAG, Param, task
 
 from operators.casa_stage import CasaStageOperator
+from operators.settings import settings
 from operators.workflow import (
     LOCATION,
     common_params,
@@ -20,6 +24,7 @@ from operators.workflow import (
 
 with DAG(
     dag_id="casaflow_noop",
+    auto_register=settings().enable_test_dags,
     description="No-op workflow (orchestration overhead, tests and benchmarks)",
     max_active_runs=16,
     **workflow_dag_args(),
@@ -52,3 +57,6 @@ with DAG(
         return push_products(context, dataset_id, ["input"])
 
     prepare_inputs() >> noop >> push()
+
+if not dag.auto_register:      # test DAGs not enabled: nothing for the DAG processor to find
+    del dag

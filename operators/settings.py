@@ -35,6 +35,31 @@ def _json_env(name: str, default):
         raise ValueError(f"environment variable {name} is not valid JSON: {exc}") from None
 
 
+def _flag(name: str) -> bool:
+    raw = os.environ.get(name, "").strip().lower()
+    if raw in ("", "0", "false", "no", "off"):
+        return False
+    if raw in ("1", "true", "yes", "on"):
+        return True
+    raise ValueError(f"environment variable {name}={raw!r}: expected true or false")
+
+
+def _allowed_inputs(raw: str) -> tuple:
+    """``CASAFLOW_ALLOWED_INPUTS``: comma-separated absolute local roots and ``s3://bucket[/prefix]``."""
+    out = []
+    for entry in (e.strip() for e in raw.split(",")):
+        if not entry:
+            continue
+        if entry.startswith("s3://"):
+            bucket = entry[5:].split("/", 1)[0]
+            if not bucket:
+                raise ValueError(f"CASAFLOW_ALLOWED_INPUTS: {entry!r}: expected s3://bucket[/prefix]")
+        elif not entry.startswith("/"):
+            raise ValueError(f"CASAFLOW_ALLOWED_INPUTS: {entry!r}: expected an absolute path or s3://bucket[/prefix]")
+        out.append(entry)
+    return tuple(out)
+
+
 def _default_worker_command() -> str:
     # The casa-worker installed beside this Python (the project's venv), else on PATH.
     beside = Path(sys.executable).with_name("casa-worker")
@@ -65,6 +90,11 @@ class Settings:
     memory_retry_factor: float = 1.5
     memory_retry_cap: str = "64Gi"
     run_as_user: int = 10001
+    # Where a run's inputs may come from: absolute local roots and s3://bucket[/prefix] entries
+    # (CASAFLOW_ALLOWED_INPUTS, a comma list). Empty: no input is allowed. See hooks/inputs.py.
+    allowed_inputs: tuple = ()
+    # The no-op workflow and the test DAGs exist only where this is set (CASAFLOW_ENABLE_TEST_DAGS).
+    enable_test_dags: bool = False
 
     @classmethod
     def from_env(cls) -> "Settings":
@@ -96,6 +126,8 @@ class Settings:
             memory_retry_factor=float(env("CASAFLOW_MEMORY_RETRY_FACTOR", str(cls.memory_retry_factor))),
             memory_retry_cap=env("CASAFLOW_MEMORY_RETRY_CAP", cls.memory_retry_cap),
             run_as_user=int(env("CASAFLOW_RUN_AS_USER", str(cls.run_as_user))),
+            allowed_inputs=_allowed_inputs(env("CASAFLOW_ALLOWED_INPUTS", "")),
+            enable_test_dags=_flag("CASAFLOW_ENABLE_TEST_DAGS"),
         )
 
 

@@ -9,6 +9,7 @@ minutes of CASA to build, live in one directory shared by all workers (``SHARED`
 
 from __future__ import annotations
 
+import getpass
 import os
 import shutil
 import socket
@@ -46,6 +47,14 @@ os.environ.update({
 # workers it spawns inherit the variable.
 os.environ.setdefault("CASAFLOW_TEST_SHARED_DIR", str(_BASE / "shared"))
 SHARED = Path(os.environ["CASAFLOW_TEST_SHARED_DIR"])
+
+# Inputs only from where the deployment allows (hooks/inputs.py): the tests' own directories and
+# pytest's tmp_path directories; the S3 fixtures add their buckets. The no-op workflow and the
+# test DAGs exist only when enabled, as in a deployment that wants them.
+TEST_ALLOWED_INPUTS = ",".join([str(_BASE), str(SHARED),
+                                str(Path(tempfile.gettempdir()) / f"pytest-of-{getpass.getuser()}")])
+os.environ["CASAFLOW_ALLOWED_INPUTS"] = TEST_ALLOWED_INPUTS
+os.environ["CASAFLOW_ENABLE_TEST_DAGS"] = "1"
 
 # CASA uses every core by default; with several test workers running CASA side by side that
 # oversubscribes the cores (the platform notes measured it), so each worker gets its share.
@@ -105,6 +114,7 @@ def _new_bucket(endpoint: str):
 def s3_bucket(moto_server, monkeypatch):
     client, name, conn = _new_bucket(moto_server)
     monkeypatch.setenv("AIRFLOW_CONN_CASAFLOW_S3", conn)
+    monkeypatch.setenv("CASAFLOW_ALLOWED_INPUTS", f"{os.environ['CASAFLOW_ALLOWED_INPUTS']},s3://{name}")
     return client, name
 
 
@@ -112,8 +122,11 @@ def s3_bucket(moto_server, monkeypatch):
 def s3_bucket_module(moto_server):
     client, name, conn = _new_bucket(moto_server)
     old = os.environ.get("AIRFLOW_CONN_CASAFLOW_S3")
+    old_allowed = os.environ["CASAFLOW_ALLOWED_INPUTS"]
     os.environ["AIRFLOW_CONN_CASAFLOW_S3"] = conn
+    os.environ["CASAFLOW_ALLOWED_INPUTS"] = f"{old_allowed},s3://{name}"
     yield client, name
+    os.environ["CASAFLOW_ALLOWED_INPUTS"] = old_allowed
     if old is None:
         os.environ.pop("AIRFLOW_CONN_CASAFLOW_S3", None)
     else:

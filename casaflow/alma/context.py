@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from dataclasses import field as dc_field
 from pathlib import Path
 
-from .. import xmlsafe
+from .. import paths, xmlsafe
 from ..errors import InputError
 from . import naming
 
@@ -184,6 +184,12 @@ def ordered_unique(values) -> list:
 _APPLY_FIELDS = ("vis", "field", "intent", "spw", "antenna", "gaintable", "gainfield", "spwmap", "interp", "calwt")
 
 
+def _basename(value, what: str) -> str:
+    """The file name of a path read from a log: a plain name ('..' refused, casaflow.paths)."""
+    name = Path(str(value)).name
+    return paths.relative_name(name, what, single=True) if name else name
+
+
 def parse_applycal_calls(log_path: Path) -> list[ApplyCall]:
     """Every ``applycal(...)`` line of a casa_commands.log, parsed without evaluating code."""
     if not log_path.is_file():
@@ -205,10 +211,10 @@ def parse_applycal_calls(log_path: Path) -> list[ApplyCall]:
             return list(v) if isinstance(v, (list, tuple)) else ([] if v in ("", None) else [v])
 
         calls.append(ApplyCall(
-            vis=Path(str(kwargs["vis"])).name, field=str(kwargs.get("field", "")),
+            vis=_basename(kwargs["vis"], f"{log_path.name} line {n}: vis"), field=str(kwargs.get("field", "")),
             intent=str(kwargs.get("intent", "")), spw=str(kwargs.get("spw", "")),
             antenna=str(kwargs.get("antenna", "")),
-            gaintable=[Path(str(t)).name for t in as_list(kwargs.get("gaintable"))],
+            gaintable=[_basename(t, f"{log_path.name} line {n}: gaintable") for t in as_list(kwargs.get("gaintable"))],
             gainfield=as_list(kwargs.get("gainfield")), spwmap=as_list(kwargs.get("spwmap")),
             interp=as_list(kwargs.get("interp")), calwt=as_list(kwargs.get("calwt", True))))
     latest: dict[tuple, ApplyCall] = {}

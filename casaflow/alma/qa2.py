@@ -34,7 +34,7 @@ import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .. import xmlsafe
+from .. import paths, xmlsafe
 from ..archive import replace_dir, write_tgz
 from ..atomic import atomic_path
 from ..errors import InputError
@@ -198,7 +198,8 @@ def plan_pipeline(products: Path) -> tuple[Plan, dict]:
         if sub is None or not name or name == "Undefined" or name in seen:
             continue
         seen.add(name)
-        src = products / name
+        src = paths.inside(products, name, f"manifest {manifests[0].name}, <{el.tag}> name",
+                           single=True, resolve=True)
         if not src.exists():
             raise InputError(f"manifest {manifests[0].name} lists {name}, which is not in {products}")
         plan.add(src, f"{sub}/{name}")

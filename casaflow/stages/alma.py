@@ -16,8 +16,8 @@ def _inside(ctx, rel: str, what: str) -> Path:
 
 
 @stage("alma-exportdata", resource_class="medium", params=[
-    Param("working_dir", "str", required=True, help="the pipeline working directory (relative to the workspace)"),
-    Param("vis", "list", default=[], help="MSs whose flags and calibrations are exported; default: all in the "
+    Param("working_dir", "path", required=True, help="the pipeline working directory (relative to the workspace)"),
+    Param("vis", "names", default=[], help="MSs whose flags and calibrations are exported; default: all in the "
                                          "working directory"),
     Param("session", "list", default=[], help="one session per vis; default: each MS's recorded session "
                                              "(session_1 if none); MSs beyond the list go to the last session"),
@@ -25,13 +25,13 @@ def _inside(ctx, rel: str, what: str) -> Path:
     Param("exportmses", "bool", default=False, help="export the final MSs instead of flags, caltables and "
                                                    "apply lists"),
     Param("tarms", "bool", default=True, help="with exportmses: tar each MS (<vis>.tgz) instead of copying it"),
-    Param("pprfile", "str", default="", help="PPR file name or pattern in the working directory; default PPR_*.xml"),
+    Param("pprfile", "name", default="", help="PPR file name or pattern in the working directory; default PPR_*.xml"),
     Param("calintents", "str", default="", help="calibrator image intents, comma list, wildcards allowed "
                                                "('*PHASE*'); default: PHASE,BANDPASS,FLUX,CHECK,AMPLITUDE,"
                                                "POLARIZATION"),
-    Param("calimages", "list", default=[], help="calibrator image names to export instead of the run's list"),
-    Param("targetimages", "list", default=[], help="science target image names to export instead of the run's list"),
-    Param("products_dir", "str", default="products", help="products directory (relative to the workspace)"),
+    Param("calimages", "names", default=[], help="calibrator image names to export instead of the run's list"),
+    Param("targetimages", "names", default=[], help="science target image names to export instead of the run's list"),
+    Param("products_dir", "path", default="products", help="products directory (relative to the workspace)"),
 ])
 def alma_exportdata(ctx, working_dir, products_dir, **params):
     """hifa_exportdata: PPR, flags, apply lists, caltables per session, FITS images, weblog, CASA commands,
@@ -51,11 +51,11 @@ def alma_exportdata(ctx, working_dir, products_dir, **params):
 
 
 @stage("qa2-package", resource_class="medium", params=[
-    Param("origpath", "str", default="", help="manual-reduction SB directory (relative to the workspace); "
+    Param("origpath", "path", default="", help="manual-reduction SB directory (relative to the workspace); "
                                              "empty when packaging pipeline products"),
-    Param("products_dir", "str", default="", help="exportdata's products directory, for pipeline-processed data"),
-    Param("readme", "str", default="", help="README header file (relative to the workspace)"),
-    Param("packpath", "str", required=True, help="package directory, named by the project code "
+    Param("products_dir", "path", default="", help="exportdata's products directory, for pipeline-processed data"),
+    Param("readme", "path", default="", help="README header file (relative to the workspace)"),
+    Param("packpath", "path", required=True, help="package directory, named by the project code "
                                                 "(relative to the workspace), e.g. package/2011.0.00229.S"),
     Param("mode", "str", default="hard", choices=("fake", "hard", "ticket"),
           help="fake: dummy structure; hard: real data (split with CASA); ticket: real ticket, dummy package"),
@@ -93,8 +93,8 @@ def qa2_package(ctx, origpath, products_dir, readme, packpath, mode, append):
 
 
 @stage("tarsplit", params=[
-    Param("package", "str", required=True, help="package directory (relative to the workspace)"),
-    Param("outdir", "str", default="transfer", help="where the chunks go (relative to the workspace)"),
+    Param("package", "path", required=True, help="package directory (relative to the workspace)"),
+    Param("outdir", "path", default="transfer", help="where the chunks go (relative to the workspace)"),
     Param("chunk_size", "str", default="4G", help="largest chunk, bytes or e.g. '500M', '4G'"),
     Param("date", "str", required=True, help="date in the chunk names, YYYY-MM-DD"),
     Param("project", "str", default="", help="project code in the chunk names; default: the package's name"),

@@ -28,8 +28,8 @@ def noop(ctx, sleep, fail_with):
 
 
 @stage("inspect-ms", params=[
-    Param("vis", "str", required=True, help="MeasurementSet, relative to the workspace"),
-    Param("output", "str", default="", help="where to write the JSON summary (default <vis>.summary.json)"),
+    Param("vis", "path", required=True, help="MeasurementSet, relative to the workspace"),
+    Param("output", "path", default="", help="where to write the JSON summary (default <vis>.summary.json)"),
 ])
 def inspect_ms(ctx, vis, output):
     """Summarise a MeasurementSet with msmetadata: spws with frequencies, correlations, fields, intents."""
@@ -60,7 +60,7 @@ def inspect_ms(ctx, vis, output):
 
 @stage("run-weblog", params=[
     Param("title", "str", default="casaflow run", help="page title"),
-    Param("products_dir", "str", default="casaflow_weblog", help="where weblog.tgz goes (relative to the workspace)"),
+    Param("products_dir", "path", default="casaflow_weblog", help="where weblog.tgz goes (relative to the workspace)"),
 ])
 def run_weblog(ctx, title, products_dir):
     """Render the run's weblog from what its stages left (stage table, products, QA from an AQUA report

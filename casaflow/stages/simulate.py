@@ -8,7 +8,7 @@ from ..registry import Param, stage
 
 
 @stage("simulate-vlass", resource_class="medium", params=[
-    Param("outdir", "str", default="input", help="directory (relative to the workspace) to build into"),
+    Param("outdir", "path", default="input", help="directory (relative to the workspace) to build into"),
     Param("preset", "str", default="tiny", choices=("tiny", "small", "large"), help="size preset"),
     Param("seed", "int", default=1, help="random seed: same seed, same data"),
     Param("groups", "list", default=None, help="spw groups, e.g. ['2','3,4']; default: the preset's"),
@@ -30,7 +30,7 @@ def simulate_vlass(ctx, outdir, preset, seed, groups, flagged_group):
 
 
 @stage("simulate-alma", resource_class="medium", params=[
-    Param("outdir", "str", default="input", help="directory (relative to the workspace) to build into"),
+    Param("outdir", "path", default="input", help="directory (relative to the workspace) to build into"),
     Param("preset", "str", default="tiny", choices=("tiny", "small"), help="size preset"),
     Param("seed", "int", default=1, help="random seed: same seed, same data"),
 ])
@@ -47,7 +47,7 @@ def simulate_alma(ctx, outdir, preset, seed):
 
 
 @stage("simulate-manual-tree", resource_class="medium", params=[
-    Param("outdir", "str", default="input", help="directory (relative to the workspace) to build into"),
+    Param("outdir", "path", default="input", help="directory (relative to the workspace) to build into"),
     Param("shape", "str", default="multi", choices=("multi", "single"),
           help="'multi': SB with several executions and Combined/; 'single': one execution"),
     Param("preset", "str", default="tiny", choices=("tiny", "small"), help="size preset"),

@@ -42,7 +42,7 @@ def _input_path(ctx, rel: str, param: str) -> Path:
 
 
 @stage("vlass-importdata", params=[
-    Param("vis", "str", required=True, help="the per-image MS (PIMS), relative to the workspace"),
+    Param("vis", "path", required=True, help="the per-image MS (PIMS), relative to the workspace"),
 ])
 def importdata(ctx, vis):
     """hifv_importdata(nocopy=True): check the PIMS and record it; the PIMS itself is never modified."""
@@ -66,7 +66,7 @@ def importdata(ctx, vis):
 
 
 @stage("vlass-editimlist-seip", params=[
-    Param("parameter_list", "str", required=True, help="SEIP_parameter.list, relative to the workspace"),
+    Param("parameter_list", "path", required=True, help="SEIP_parameter.list, relative to the workspace"),
 ])
 def editimlist_seip(ctx, parameter_list):
     """hif_editimlist(parameter_file='SEIP_parameter.list'): recreate the SE-CONT imaging target."""
@@ -98,7 +98,7 @@ def transformimagedata(ctx):
 
 
 @stage("vlass-restorepims", resource_class="medium", params=[
-    Param("reimaging_resources", "str", default="reimaging_resources.tgz",
+    Param("reimaging_resources", "path", default="reimaging_resources.tgz",
           help="the SE-CONT reimaging_resources.tgz, relative to the workspace"),
 ])
 def restorepims(ctx, reimaging_resources):
@@ -132,7 +132,7 @@ def flagtargetsdata(ctx):
 
 
 @stage("vlass-editimlist-cube", params=[
-    Param("parameter_list", "str", required=True, help="CCIP_parameter.list, relative to the workspace"),
+    Param("parameter_list", "path", required=True, help="CCIP_parameter.list, relative to the workspace"),
     Param("plane_reject", "any", default=True,
           help="vlass_plane_reject_ms: bool or {apply, exclude_spw, flagpct_thresh, nfield_thresh}"),
 ])
@@ -312,7 +312,7 @@ def analyzestokescubes(ctx):
 
 
 @stage("vlass-exportvlassdata", params=[
-    Param("products_dir", "str", default="products", help="where the FITS products go, relative to the workspace"),
+    Param("products_dir", "path", default="products", help="where the FITS products go, relative to the workspace"),
 ])
 def exportvlassdata(ctx, products_dir):
     """hifv_exportvlassdata: IQU/V FITS per plane, position correction, pipeline_manifest.xml, .com set."""
@@ -341,7 +341,7 @@ def exportvlassdata(ctx, products_dir):
 
 @stage("vlass-weblog", params=[
     Param("title", "str", default="VLASS-SE-CUBE", help="page title"),
-    Param("products_dir", "str", default="products", help="where weblog.tgz goes"),
+    Param("products_dir", "path", default="products", help="where weblog.tgz goes"),
 ])
 def weblog(ctx, title, products_dir):
     """Render the run's weblog (renders whatever stages succeeded or failed) and weblog.tgz."""

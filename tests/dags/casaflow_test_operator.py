@@ -6,6 +6,10 @@ import pendulum
 from airflow.sdk import DAG, Param, task
 
 from operators.casa_stage import CasaStageOperator
+from operators.settings import settings
+
+# Test DAGs exist only where enabled (CASAFLOW_ENABLE_TEST_DAGS, set by the tests' conftest).
+ENABLED = settings().enable_test_dags
 
 with DAG(
     dag_id="casaflow_test_fanout",
@@ -14,6 +18,7 @@ with DAG(
     catchup=False,
     params={"execution_mode": Param("default", enum=["default", "local", "render", "kubernetes"])},
     tags=["casaflow-test"],
+    auto_register=ENABLED,
 ) as fanout:
     groups = CasaStageOperator.partial(task_id="noop_group", stage="noop").expand(
         stage_params=[{"sleep": 0.1}, {"sleep": 0.2}, {"sleep": 0.3}])
@@ -31,6 +36,10 @@ with DAG(
     catchup=False,
     params={"fail_with": Param("input", enum=["input", "science", "transient"])},
     tags=["casaflow-test"],
+    auto_register=ENABLED,
 ) as failure:
     CasaStageOperator(task_id="fail", stage="noop", stage_params={"fail_with": "{{ params.fail_with }}"},
                       retries=0)
+
+if not ENABLED:
+    del fanout, failure

@@ -26,12 +26,13 @@ def test_local_directory_linked_file_copied(tmp_path):
 
 
 @pytest.mark.parametrize("location,message", [
-    ("relative/x.ms", "must be absolute"), ("/no/such/thing", "no such file"),
+    ("relative/x.ms", "must be absolute"), ("{tmp}/no/such/thing", "no such file"),
+    ("/no/such/thing", "not below an allowed local root"),
     ("http://example.org/x", "expected a local path or s3://"),
 ])
 def test_bad_locations(tmp_path, location, message):
     with pytest.raises(InputError, match=message):
-        fetch(location, tmp_path)
+        fetch(location.format(tmp=tmp_path), tmp_path)
 
 
 def test_s3_tar_downloaded_and_extracted(s3_bucket, tmp_path):
