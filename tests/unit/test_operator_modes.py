@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 from types import SimpleNamespace
 
 import pytest
@@ -41,7 +43,8 @@ def test_default_workspace_is_per_run_and_sanitised(tmp_path, monkeypatch):
     monkeypatch.setenv("CASAFLOW_WORKSPACE_ROOT", str(tmp_path))
     op = CasaStageOperator(task_id="t", stage="noop")
     ws = op.resolve_workspace(context(tmp_path))
-    assert ws == f"{tmp_path}/d/manual__2026-01-01T00_00_00_00_00"
+    # Sanitised, and told apart from every other run id by a hash suffix (safe_name is injective).
+    assert re.fullmatch(rf"{tmp_path}/d/manual__2026-01-01T00_00_00_00_00-[0-9a-f]{{16}}", ws), ws
 
 
 def test_render_gives_the_same_argv_as_local(tmp_path):
