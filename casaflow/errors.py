@@ -60,13 +60,18 @@ _TRANSIENT_ERRNOS = {errno.ENOSPC, errno.EIO, errno.EDQUOT, errno.ETIMEDOUT, err
                      errno.EAGAIN, errno.EMFILE, errno.ENFILE}
 
 
+def is_transient_os_error(exc: BaseException) -> bool:
+    """An OS error that says "the machine had a problem" (disk full, I/O error, ...)."""
+    return isinstance(exc, OSError) and exc.errno in _TRANSIENT_ERRNOS
+
+
 def classify(exc: BaseException) -> str:
     """The failure class of any exception raised while running a stage."""
     if isinstance(exc, StageError):
         return exc.failure_class
     if isinstance(exc, MemoryError):
         return "resource"
-    if isinstance(exc, OSError) and exc.errno in _TRANSIENT_ERRNOS:
+    if is_transient_os_error(exc):
         return "transient"
     if isinstance(exc, (ConnectionError, TimeoutError)):
         return "transient"

@@ -57,13 +57,21 @@ def destination(params: dict) -> str:
 
 
 def fetch_inputs(context, locations: dict[str, str]) -> dict[str, str]:
-    """Bring each named input into ``<workspace>/input``; returns workspace-relative paths."""
+    """Bring each named input into ``<workspace>/input``; returns workspace-relative paths.
+    An input error (a location the deployment does not allow, a missing file, a hostile archive)
+    fails the task at once, never retried; a transient one (disk full, network) is retried."""
+    from airflow.sdk.exceptions import AirflowFailException
+
+    from casaflow.errors import InputError
     from hooks.inputs import fetch
 
     ws = workspace(context)
     out = {}
     for name, location in locations.items():
-        path = fetch(location, ws / "input", settings().aws_conn_id)
+        try:
+            path = fetch(location, ws / "input", settings().aws_conn_id)
+        except InputError as exc:
+            raise AirflowFailException(f"input {name!r}: {exc}") from None
         out[name] = str(path.relative_to(ws))
         log.info("input %s: %s -> %s", name, location, path)
     return out
