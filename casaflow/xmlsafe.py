@@ -1,7 +1,9 @@
 """The one way casaflow parses XML: no DTDs, no entities, no network.
 
 PPR files and manifests come from outside; an entity declaration (billion laughs, external
-entities) is refused outright rather than expanded or silently dropped.
+entities) is refused outright rather than expanded or silently dropped. Size is bounded too: a
+file over :data:`MAX_BYTES` is refused before it is read, and libxml2's own limits (no
+``huge_tree``: 256 levels of nesting, 10 MB per text node) refuse the rest as not well-formed.
 """
 
 from __future__ import annotations
@@ -26,9 +28,16 @@ def parse_bytes(data: bytes, what: str) -> etree._Element:
     return tree.getroot()
 
 
+# PPRs and manifests are kilobytes to a few megabytes.
+MAX_BYTES = 64 << 20
+
+
 def parse_file(path: Path, what: str | None = None) -> etree._Element:
     path = Path(path)
     try:
+        size = path.stat().st_size
+        if size > MAX_BYTES:
+            raise InputError(f"{what or path}: {size} bytes, over the {MAX_BYTES}-byte limit for an XML document")
         data = path.read_bytes()
     except FileNotFoundError:
         raise InputError(f"{what or path}: no such file") from None

@@ -94,7 +94,7 @@ def fetch(location: str, dest_dir: Path, aws_conn_id: str = "casaflow_s3",
     dest_dir = Path(dest_dir)
     parsed = urlparse(location)
     if parsed.scheme == "s3":
-        bucket, key = parsed.netloc, parsed.path.lstrip("/")
+        bucket, key = parsed.netloc, parsed.path[1:]
         policy.check_s3(location, bucket, key)
         dest_dir.mkdir(parents=True, exist_ok=True)
         return _fetch_s3(bucket, key, dest_dir, aws_conn_id)
@@ -149,7 +149,7 @@ def read_bytes(location: str, aws_conn_id: str = "casaflow_s3", policy: InputPol
     if parsed.scheme == "s3":
         from airflow.providers.amazon.aws.hooks.s3 import S3Hook
 
-        bucket, key = parsed.netloc, parsed.path.lstrip("/")
+        bucket, key = parsed.netloc, parsed.path[1:]
         policy.check_s3(location, bucket, key)
         client = S3Hook(aws_conn_id=aws_conn_id).get_conn()
         try:
