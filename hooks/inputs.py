@@ -15,12 +15,11 @@ from __future__ import annotations
 
 import os
 import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
 
-from casaflow import paths, safetar
+from casaflow import atomic, paths, safetar
 from casaflow.errors import InputError
 
 SETTING = "CASAFLOW_ALLOWED_INPUTS"
@@ -127,16 +126,17 @@ def _fetch_s3(bucket: str, key: str, dest_dir: Path, aws_conn_id: str) -> Path:
     location = f"s3://{bucket}/{key}"
     name = paths.relative_name(key.rsplit("/", 1)[-1], f"input {location!r}", single=True)
     client = S3Hook(aws_conn_id=aws_conn_id).get_conn()
-    with tempfile.NamedTemporaryFile(dir=dest_dir, prefix=".download-", delete=False) as tmp:
-        client.download_fileobj(bucket, key, tmp)
-        tmp_path = Path(tmp.name)
-    try:
-        if name.endswith(".tar"):
-            safetar.extract(tmp_path, dest_dir)
-            return dest_dir / name[: -len(".tar")]
+    if not name.endswith(".tar"):
         target = dest_dir / name
-        os.replace(tmp_path, target)
+        with atomic.atomic_open(target, "wb") as fh:
+            client.download_fileobj(bucket, key, fh)
         return target
+    tmp_path = atomic.temp_name(dest_dir / name)
+    try:
+        with open(tmp_path, "wb") as fh:
+            client.download_fileobj(bucket, key, fh)
+        safetar.extract(tmp_path, dest_dir)
+        return dest_dir / name[: -len(".tar")]
     finally:
         tmp_path.unlink(missing_ok=True)
 

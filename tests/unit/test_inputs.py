@@ -48,4 +48,4 @@ def test_s3_tar_downloaded_and_extracted(s3_bucket, tmp_path):
     got = fetch(f"s3://{bucket}/in/x.ms.tar", tmp_path)
     assert got == tmp_path / "x.ms" and (got / "ANTENNA" / "table.f0").read_bytes() == b"a"
     assert fetch(f"s3://{bucket}/in/SEIP_parameter.list", tmp_path).read_text() == "imagename='a'\n"
-    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".download-")]
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]   # no temporary file left
