@@ -64,6 +64,7 @@ def seip_target(casa, vis: Path, plist_path: Path) -> dict:
     """Stage 2: the SE-CONT imaging target restorepims and transformimagedata need."""
     plist = paramlist.parse(plist_path)
     paramlist.require(plist, plist_path, "imagename", "phasecenter")
+    paramlist.require_name(plist, plist_path, "imagename")
     mode = plist.get("imaging_mode", "VLASS-QL")
     if not str(mode).startswith("VLASS-SE-CONT"):
         raise InputError(f"parameter list {Path(plist_path).name}: imaging_mode {mode!r}, expected a "
@@ -87,6 +88,7 @@ def cube_targets(casa, vis: Path, plist_path: Path, masks: list[str], reject_cfg
     """Stage 6: one target per spw group. Returns (targets, warnings, statistics)."""
     plist = paramlist.parse(plist_path)
     paramlist.require(plist, plist_path, "imagename", "phasecenter")
+    paramlist.require_name(plist, plist_path, "imagename")
     if plist.get("imaging_mode") != H.IMAGING_MODE:
         raise InputError(f"parameter list {Path(plist_path).name}: imaging_mode "
                          f"{plist.get('imaging_mode')!r}, expected {H.IMAGING_MODE!r}")

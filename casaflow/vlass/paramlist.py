@@ -14,6 +14,7 @@ import re
 import tokenize
 from pathlib import Path
 
+from .. import paths
 from ..errors import InputError
 
 SPW_GROUP_RE = re.compile(r"^\d+(,\d+)*$")
@@ -58,6 +59,16 @@ def require(params: dict, path: Path, *keys: str) -> None:
     missing = [k for k in keys if not params.get(k)]
     if missing:
         raise InputError(f"parameter list {Path(path).name}: missing required parameter(s) {missing}")
+
+
+def require_name(params: dict, path: Path, key: str) -> str:
+    """``key`` names files in the workspace (an image name root): a plain name, no directories,
+    no ``..`` (casaflow.paths)."""
+    value = params.get(key)
+    where = f"parameter list {Path(path).name}: {key!r}"
+    if not isinstance(value, str):
+        raise InputError(f"{where}: expected a quoted name, got {value!r}")
+    return paths.relative_name(value, where, single=True)
 
 
 def validate_spw_groups(spw, path: Path) -> list[str]:

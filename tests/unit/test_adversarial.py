@@ -289,6 +289,20 @@ STAGE_PARAMS = {
 }
 
 
+@pytest.mark.parametrize("imagename,why", [("../../../tmp/evil", "'..'"), ("sub/x", "plain file name"),
+                                           ("/abs/x", "absolute"), ("['x']", "quoted name")])
+def test_parameter_list_image_name_leaving_workspace_refused(tmp_path, imagename, why):
+    from casaflow.vlass import paramlist
+
+    plist = tmp_path / "SEIP_parameter.list"
+    value = imagename if imagename.startswith("[") else repr(imagename)
+    plist.write_text(f"imagename = {value}\nphasecenter = 'J2000 0h0m0s 0d0m0s'\n")
+    with untouched(tmp_path):
+        with pytest.raises(InputError, match=why) as err:
+            paramlist.require_name(paramlist.parse(plist), plist, "imagename")
+    assert "SEIP_parameter.list: 'imagename'" in str(err.value)
+
+
 @pytest.mark.parametrize("stage,params,culprit,why", STAGE_PARAMS.values(), ids=STAGE_PARAMS.keys())
 def test_stage_parameter_outside_workspace_refused(stage, params, culprit, why):
     spec = registry.get(stage)
