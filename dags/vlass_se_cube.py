@@ -44,6 +44,11 @@ with DAG(
                                      title="CCIP_parameter.list",
                                      description="Cube parameters: spw groups (a list such as ['2','3,4']) and "
                                                  "any imaging heuristic to override."),
+        "flag_template": Param(None, type=["null", "string"], pattern=LOCATION, title="Flag template",
+                               description="Optional flagdata commands for the target data "
+                                           "(<vis root>.flagtargetstemplate.txt), applied by flagtargetsdata: an "
+                                           "absolute path or s3://bucket/key. Empty: no template (a warning).",
+                               examples=["/data/T23t09_split.flagtargetstemplate.txt"]),
         "plane_reject_ms": Param(True, type="boolean", title="Pre-imaging plane rejection",
                                  description="Skip spw groups with >= 12 fields more than 90% flagged."),
         "plane_reject_im": Param(True, type="boolean", title="Post-imaging plane rejection",
@@ -61,9 +66,13 @@ with DAG(
     @task
     def prepare_inputs(**context) -> dict:
         """Fetch (or link) the inputs into the run's workspace."""
+        from casaflow.vlass import overrides
+
         params = context["params"]
-        return fetch_inputs(context, {k: params[k] for k in ("pims", "reimaging_resources",
-                                                             "seip_parameter_list", "ccip_parameter_list")})
+        overrides.validate(params.get("group_overrides"))  # refused parameters fail before any work
+        names = ["pims", "reimaging_resources", "seip_parameter_list", "ccip_parameter_list"]
+        fetched = fetch_inputs(context, {k: params[k] for k in names + ["flag_template"] if params.get(k)})
+        return {"flag_template": "", **fetched}
 
     inputs = prepare_inputs()
     XIN = "ti.xcom_pull(task_ids='prepare_inputs')"
@@ -76,7 +85,8 @@ with DAG(
                                   resource_class="medium")
     restorepims = CasaStageOperator(task_id="restorepims", stage="vlass-restorepims", resource_class="medium",
                                     stage_params={"reimaging_resources": "{{ %s['reimaging_resources'] }}" % XIN})
-    flagtargets = CasaStageOperator(task_id="flagtargetsdata", stage="vlass-flagtargetsdata")
+    flagtargets = CasaStageOperator(task_id="flagtargetsdata", stage="vlass-flagtargetsdata",
+                                    stage_params={"filetemplate": "{{ %s['flag_template'] }}" % XIN})
     editimlist_cube = CasaStageOperator(
         task_id="editimlist_cube", stage="vlass-editimlist-cube",
         stage_params={"parameter_list": "{{ %s['ccip_parameter_list'] }}" % XIN,

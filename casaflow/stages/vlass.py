@@ -113,22 +113,36 @@ def restorepims(ctx, reimaging_resources):
     return {"mask_list": out["mask_list"], "rerun": out["rerun"]}
 
 
-@stage("vlass-flagtargetsdata", params=[])
-def flagtargetsdata(ctx):
-    """hifv_flagtargetsdata: apply <vis_root>.flagtargetstemplate.txt if present (summary before/after)."""
+@stage("vlass-flagtargetsdata", params=[
+    Param("filetemplate", "str", default="",
+          help="the flag template, relative to the workspace; empty: <vis root>.flagtargetstemplate.txt "
+               "there, as the reference names it (a warning when absent)"),
+])
+def flagtargetsdata(ctx, filetemplate):
+    """hifv_flagtargetsdata: apply the flag template (flagdata summaries before and after)."""
+    from ..vlass import flagtemplate
+
     vis = _vis(ctx, "vlass-flagtargetsdata")
     root = vis[:-3] if vis.endswith(".ms") else vis
-    template = ctx.workspace / f"{root}.flagtargetstemplate.txt"
     cmds = ctx.workspace / f"{root}.flagtargetscmds.txt"
+    if filetemplate:
+        template = _input_path(ctx, filetemplate, "filetemplate")
+    else:
+        template = ctx.workspace / f"{root}.flagtargetstemplate.txt"
     lines = ["mode='summary' name='before'"]
     if template.is_file():
-        lines += [ln for ln in template.read_text().splitlines() if ln.strip() and not ln.startswith("#")]
+        lines += flagtemplate.commands(template)
     else:
         ctx.warn(f"flag template {template.name} not found: no target flags applied")
     lines.append("mode='summary' name='template'")
     cmds.write_text("\n".join(lines) + "\n")
-    ctx.casa.task("flagdata", vis=vis, mode="list", action="apply", inpfile=str(cmds), flagbackup=True)
-    return {"commands": cmds.name, "template_applied": template.is_file()}
+    summary = ctx.casa.task("flagdata", vis=vis, mode="list", action="apply", inpfile=str(cmds), flagbackup=True)
+    flagged = {}
+    for rep in (summary or {}).values():
+        if isinstance(rep, dict) and rep.get("name") in ("before", "template") and rep.get("total"):
+            flagged[rep["name"]] = round(100.0 * rep["flagged"] / rep["total"], 3)
+    return {"commands": cmds.name, "template_applied": template.is_file(), "template": template.name,
+            "template_commands": len(lines) - 2, "flagged_percent": flagged}
 
 
 @stage("vlass-editimlist-cube", params=[
@@ -166,10 +180,14 @@ def editimlist_cube(ctx, parameter_list, plane_reject):
 ])
 def makeimages(ctx, group, tclean_overrides):
     """hif_makeimages (vlass-cube): IQUV iter0-iter3 imaging of one spw group."""
-    from ..vlass import makeimages as mk
+    import inspect
 
+    from ..vlass import makeimages as mk, overrides
+
+    known = set(inspect.signature(ctx.casa.tasks.tclean).parameters)
+    given = overrides.validate({group: tclean_overrides or {}}, known=known)[group]
     target = _target(ctx, group, "vlass-makeimages")
-    out = mk.make_plane(ctx.casa, _vis(ctx, "vlass-makeimages"), target, tclean_overrides)
+    out = mk.make_plane(ctx.casa, _vis(ctx, "vlass-makeimages"), target, given)
     for path in sorted(Path(ctx.workspace).glob(f"{out['root']}.iter3.*")):
         ctx.result.add_product(path.relative_to(ctx.workspace), role="image", group=group)
     return {"group": group, **out}

@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from . import images
+from .overrides import apply as apply_overrides
 
 log = logging.getLogger("casaflow.vlass.makeimages")
 
@@ -102,50 +103,59 @@ def _keywords(casa, it: str, target: dict, n: int, nfield: int, pblimit: float) 
     return keys
 
 
-def make_plane(casa, vis: str, target: dict, overrides: dict | None = None) -> dict:
-    """Run the iter0..iter3 sequence for one plane. Returns a small summary."""
+def iteration_calls(vis: str, target: dict) -> list[dict]:
+    """The heuristic tclean arguments of iter0..iter3 (imagename and mask files aside): the one
+    place they are written down. ``mask`` of iter1/iter2 is the cleanmask the sequence prepares."""
     im = dict(target["imaging"])
-    R = root_of(target)
-    images.remove(f"{R}.*")   # idempotent: a re-run starts from nothing
-    field_ids = target["field"]
-    nfield = len(field_ids.split(","))
-    common = dict(vis=vis, field=field_ids, spw=target["spw"], intent="*TARGET*", datacolumn=im["datacolumn"],
-                  specmode="mfs", gridder=im["gridder"], wprojplanes=1, pblimit=im["pblimit"],
-                  imsize=im["imsize"], cell=im["cell"], stokes=im["stokes"], deconvolver=im["deconvolver"],
-                  nterms=im["nterms"], reffreq=target["reffreq"], weighting=im["weighting"], robust=im["robust"],
-                  uvrange=im["uvrange"], uvtaper=[im["uvtaper"]] if im["uvtaper"] else [], restoringbeam="",
+    common = dict(vis=vis, field=target["field"], spw=target["spw"], intent="*TARGET*",
+                  datacolumn=im["datacolumn"], specmode="mfs", gridder=im["gridder"], wprojplanes=1,
+                  pblimit=im["pblimit"], imsize=im["imsize"], cell=im["cell"], stokes=im["stokes"],
+                  deconvolver=im["deconvolver"], nterms=im["nterms"], reffreq=target["reffreq"],
+                  weighting=im["weighting"], robust=im["robust"], uvrange=im["uvrange"],
+                  uvtaper=[im["uvtaper"]] if im["uvtaper"] else [], restoringbeam="",
                   phasecenter=target["phasecenter"], outframe="LSRK", conjbeams=False, usepointing=False,
                   mosweight=False, cyclefactor=im["cyclefactor"], fastnoise=True, psfcutoff=im["psfcutoff"],
                   rotatepastep=im["rotatepastep"], smallscalebias=im["smallscalebias"],
                   pointingoffsetsigdev=im["pointingoffsetsigdev"], perchanweightdensity=False, npixels=0,
                   interactive=False, fullsummary=True, parallel=False, pbcor=False)
-    common.update(overrides or {})
+    calls = [dict(common, niter=0, nsigma=im["nsigma_iter0"], cycleniter=im["cycleniter"],
+                  threshold="0.0mJy", restoration=True, usemask="user", mask="")]
+    cleaning = dict(common, niter=im["niter"], nmajor=im["nmajor"], scales=im["scales"],
+                    threshold=im["threshold"], restart=True, calcpsf=False, calcres=False)
+    for n in (1, 2):
+        calls.append(dict(cleaning, usemask="user", nsigma=im["nsigma"], cycleniter=im["cycleniter"]))
+    calls.append(dict(cleaning, usemask="pb", pbmask=im["pbmask"], mask="", nsigma=im["nsigma_final"],
+                      cycleniter=im["cycleniter_final_image_nomask"]))
+    return calls
+
+
+def make_plane(casa, vis: str, target: dict, overrides: dict | None = None) -> dict:
+    """Run the iter0..iter3 sequence for one plane, ``overrides`` (validated by
+    :func:`overrides.validate`) replacing heuristics of the same name. Returns a small summary."""
+    im = target["imaging"]
+    R = root_of(target)
+    images.remove(f"{R}.*")   # idempotent: a re-run starts from nothing
+    nfield = len(target["field"].split(","))
+    calls = iteration_calls(vis, target)
     stops = {}
     beam_fixed: list[str] = []
-    it = f"{R}.iter0"
-    ret = casa.task("tclean", **common, imagename=it, niter=0, nsigma=im["nsigma_iter0"],
-                    cycleniter=im["cycleniter"], threshold="0.0mJy", restoration=True, usemask="user", mask="")
-    beam_fixed += _fix_beams(casa, it, im["stokes"])
-    _keywords(casa, it, target, 0, nfield, im["pblimit"])
     masks = target["mask"]  # [tier1, tier2, 'pb']
-    for n in (1, 2, 3):
+    it = None
+    for n, heuristic in enumerate(calls):
         prev, it = it, f"{R}.iter{n}"
-        images.remove(f"{it}.*")
-        if n < 3:
-            cleanmask = f"{it}.cleanmask"
-            _prepare_mask(casa, masks[n - 1], cleanmask, f"{prev}.pb.tt0")
-            mask_args = dict(usemask="user", mask=cleanmask, nsigma=im["nsigma"], cycleniter=im["cycleniter"])
-        else:
-            mask_args = dict(usemask="pb", pbmask=im["pbmask"], mask="", nsigma=im["nsigma_final"],
-                             cycleniter=im["cycleniter_final_image_nomask"])
-        _advance(prev, it)
-        ret = casa.task("tclean", **common, imagename=it, niter=im["niter"], nmajor=im["nmajor"],
-                        scales=im["scales"], threshold=im["threshold"], restart=True, calcpsf=False,
-                        calcres=False, **mask_args)
-        if isinstance(ret, dict) and "stopcode" in ret:
+        call = apply_overrides(heuristic, overrides or {}, n)
+        if n in (1, 2) and "mask" not in (overrides or {}):
+            call["mask"] = f"{it}.cleanmask"
+        if prev is not None:
+            images.remove(f"{it}.*")
+            if n in (1, 2) and call["mask"] == f"{it}.cleanmask":
+                _prepare_mask(casa, masks[n - 1], call["mask"], f"{prev}.pb.tt0")
+            _advance(prev, it)
+        ret = casa.task("tclean", **call, imagename=it)
+        if n and isinstance(ret, dict) and "stopcode" in ret:
             stops[f"iter{n}"] = int(ret["stopcode"])
-        beam_fixed += _fix_beams(casa, it, im["stokes"])
-        _keywords(casa, it, target, n, nfield, im["pblimit"])
+        beam_fixed += _fix_beams(casa, it, call["stokes"])
+        _keywords(casa, it, target, n, nfield, call["pblimit"])
     beam = images.beam_of(casa, f"{R}.iter3.psf.tt0")
     return {"image": final_image(target), "root": R, "stopcodes": stops, "beam": beam,
             "beam_fixed": beam_fixed}
