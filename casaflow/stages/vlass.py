@@ -114,7 +114,7 @@ def restorepims(ctx, reimaging_resources):
 
 
 @stage("vlass-flagtargetsdata", params=[
-    Param("filetemplate", "str", default="",
+    Param("filetemplate", "path", default="",
           help="the flag template, relative to the workspace; empty: <vis root>.flagtargetstemplate.txt "
                "there, as the reference names it (a warning when absent)"),
 ])

@@ -266,6 +266,23 @@ def test_hostile_parameter_list_refused_not_executed(tmp_path, case):
     assert "CCIP_parameter.list" in msg and line in msg and culprit in msg, msg
 
 
+@pytest.mark.parametrize("line,culprit", [
+    ("mode='list' inpfile='/etc/passwd'", "inpfile"),
+    ("mode='manual' antenna='ea01' outfile='../../x.txt'", "outfile"),
+    ("mode='manual' vis='../../other.ms'", "vis"),
+    ("mode='manual' reason='x\\' antenna='ea01", "No closing quotation"),
+])
+def test_hostile_flag_template_refused(tmp_path, line, culprit):
+    from casaflow.vlass import flagtemplate
+
+    template = tmp_path / "x.flagtargetstemplate.txt"
+    template.write_text("# flags\nmode='manual' antenna='ea02'\n" + line + "\n")
+    with untouched(tmp_path):
+        with pytest.raises(InputError) as err:
+            flagtemplate.commands(template)
+    assert "x.flagtargetstemplate.txt line 3" in str(err.value) and culprit in str(err.value), str(err.value)
+
+
 # -- stage parameters naming paths outside the workspace -------------------------------------------
 STAGE_PARAMS = {
     "absolute-vis": ("inspect-ms", {"vis": "/etc"}, "parameter 'vis'", "absolute"),
@@ -284,6 +301,8 @@ STAGE_PARAMS = {
     "tarsplit-outdir-dotdot": ("tarsplit", {"package": "p", "outdir": "..", "date": "2026-01-01"},
                                "parameter 'outdir'", "'..'"),
     "nul-byte": ("simulate-vlass", {"outdir": "input\x00/etc"}, "parameter 'outdir'", "NUL"),
+    "flag-template-absolute": ("vlass-flagtargetsdata", {"filetemplate": "/etc/x.flagtargetstemplate.txt"},
+                               "parameter 'filetemplate'", "absolute"),
     "restorepims-tarball": ("vlass-restorepims", {"reimaging_resources": "/data/other/reimaging_resources.tgz"},
                             "parameter 'reimaging_resources'", "absolute"),
 }
