@@ -110,7 +110,9 @@ def push_products(context, dataset_id: str, product_dirs: list[str], extra: list
     for rel, key in extra:
         stage, role = produced.get(rel, ("", ""))
         items.append(Item(ws / rel, key, stage, role))
-    params = {k: v for k, v in (context.get("params") or {}).items() if not isinstance(v, (dict, list))}
+    # The run's scalar Params, as given: an optional Param left empty (None) is not listed.
+    params = {k: v for k, v in (context.get("params") or {}).items()
+              if v is not None and not isinstance(v, (dict, list))}
     ti = context.get("ti")
     info = DeliveryInfo(dataset_id, context["dag"].dag_id, context["run_id"], getattr(ti, "try_number", 0),
                         params, versions)
