@@ -171,3 +171,14 @@ def test_invalid_conf_is_rejected(dags, dag_id, conf):
     with pytest.raises(ParamValidationError):
         params.update(conf)                             # as a trigger's conf is applied
         params.validate()
+
+
+def test_an_optional_param_left_empty_is_not_passed_to_the_stage():
+    """None (an empty form field) means 'not given': the worker's own default for that stage
+    parameter applies, rather than a JSON null it would have to reject."""
+    from operators.command import worker_argv
+
+    argv = worker_argv("casa-worker", "alma-exportdata", "/ws", {"pprfile": None, "calintents": "*PHASE*",
+                                                                   "vis": None, "tarms": False})
+    assert argv == ["casa-worker", "alma-exportdata", "--workspace", "/ws",
+                    "--param", 'calintents="*PHASE*"', "--param", "tarms=false"]
