@@ -4,8 +4,8 @@ inputs are required (the Trigger button is disabled until they are filled), fill
 trigger, and see the run start (the UI opens the run; the REST API has it, with the form's conf).
 Invalid input is refused in the form with the field named, and no run is created.
 
-A screenshot of each form (each section opened in turn) is saved under $CASAFLOW_TEST_ARTIFACTS/ui_forms
-(or a temporary directory), printed at the start.
+A screenshot of each form (each section opened in turn) is saved under $CASAFLOW_TEST_ARTIFACTS/ui_forms,
+by default .casaflow/test-artifacts/ui_forms in the repository (replaced by each run).
 
 Needs: `apt-get install -y chromium` (or $CASAFLOW_CHROMIUM pointing at a Chromium binary) and the
 `playwright` pip package (in the test extra); `playwright install` is never run. Without either the
@@ -24,6 +24,7 @@ from pathlib import Path
 
 import pytest
 
+from ..conftest import REPO
 from .conftest import embedded_runtime
 
 pytestmark = [pytest.mark.e2e, pytest.mark.runtime, pytest.mark.browser]
@@ -59,10 +60,12 @@ def required_inputs(work: Path) -> dict[str, dict[str, str]]:
 
 
 @pytest.fixture(scope="module")
-def artifacts(request, tmp_path_factory) -> Path:
-    base = os.environ.get("CASAFLOW_TEST_ARTIFACTS")
-    out = Path(base) / "ui_forms" if base else tmp_path_factory.mktemp("ui_forms")
-    out.mkdir(parents=True, exist_ok=True)
+def artifacts(request) -> Path:
+    base = Path(os.environ.get("CASAFLOW_TEST_ARTIFACTS") or REPO / ".casaflow" / "test-artifacts")
+    out = base / "ui_forms"
+    if out.exists():                                      # this run's screenshots only
+        shutil.rmtree(out)
+    out.mkdir(parents=True)
     reporter = request.config.pluginmanager.get_plugin("terminalreporter")
     if reporter:
         reporter.write_line(f"\nbrowser test: form screenshots in {out}")
