@@ -3,15 +3,17 @@
     prepare_inputs -> exportdata -> weblog (always) -> push (products and casaflow's weblog, then
     the delivery manifest)
 
-The nine hifa_exportdata parameters are Params with the reference's defaults and meanings. Trigger
-from the UI form, or with conf such as ``{"working_dir": "/data/MOUS_uid___A001_X1_X2/working"}``.
+The nine hifa_exportdata parameters are Params with the reference's defaults and meanings (empty
+means the reference's default). Trigger from the UI form (only the working directory is required),
+or with conf such as ``{"working_dir": "/data/MOUS_uid___A001_X1_X2/working"}``.
 """
 
 from __future__ import annotations
 
-from airflow.sdk import DAG, Param, task
+from airflow.sdk import DAG, task
 
 from operators.casa_stage import CasaStageOperator
+from operators.params import optional, required, setting
 from operators.workflow import (
     LOCATION,
     common_params,
@@ -21,6 +23,8 @@ from operators.workflow import (
 )
 
 IMAGE_NAME = r"^[A-Za-z0-9_.+-]+$"
+SELECTION = "What to export"
+FORMAT = "Export format"
 
 with DAG(
     dag_id="alma_exportdata",
@@ -30,34 +34,39 @@ with DAG(
     tags=["casaflow", "alma"],
     doc_md=__doc__,
     params={
-        "working_dir": Param("/data/working", type="string", pattern=LOCATION, title="Working directory",
-                             description="The pipeline working directory (MSs, caltables, images, PPR, weblog): "
-                                         "an absolute path, or s3://bucket/key of its .tar."),
-        "vis": Param([], type="array", items={"type": "string", "pattern": r"^[A-Za-z0-9_.+-]+\.ms$"}, title="vis",
-                     description="MSs whose flags and calibrations are exported. Empty: every MS in the working "
-                                 "directory."),
-        "session": Param([], type="array", items={"type": "string", "pattern": r"^[A-Za-z0-9_.-]+$"},
-                         title="session", description="One session per vis. Empty: each MS's recorded session "
-                                                      "(session_1 if none)."),
-        "imaging_products_only": Param(False, type="boolean", title="Imaging products only",
-                                       description="Export science target imaging products only."),
-        "exportmses": Param(False, type="boolean", title="Export MSs",
-                            description="Export the final MSs instead of flags, caltables and apply lists."),
-        "tarms": Param(True, type="boolean", title="Tar the MSs",
-                       description="With exportmses: <vis>.tgz instead of a copy of the MS directory."),
-        "pprfile": Param("", type="string", pattern=r"^$|^[A-Za-z0-9_.*?+-]+$", title="PPR file",
-                         description="PPR file name or pattern in the working directory. Empty: PPR_*.xml."),
-        "calintents": Param("", type="string", pattern=r"^$|^[A-Za-z*?]+(,[A-Za-z*?]+)*$", title="Calibrator intents",
-                            description="Calibrator image intents to export, comma list, wildcards allowed "
-                                        "('*PHASE*'). Empty: PHASE,BANDPASS,FLUX,CHECK,AMPLITUDE,POLARIZATION."),
-        "calimages": Param([], type="array", items={"type": "string", "pattern": IMAGE_NAME}, title="Calibrator images",
-                           description="Calibrator image names to export instead of the run's list."),
-        "targetimages": Param([], type="array", items={"type": "string", "pattern": IMAGE_NAME},
-                              title="Target images",
-                              description="Science target image names to export instead of the run's list."),
-        "products_dir": Param("products", type="string", pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$",
-                              title="Products directory",
-                              description="Name of the products directory in the run's workspace."),
+        "working_dir": required("Working directory", "The pipeline working directory (MSs, caltables, images, PPR, "
+                                                     "weblog): an absolute path, or s3://bucket/key of its .tar.",
+                                pattern=LOCATION, examples=["/data/MOUS_uid___A001_X1_X2/working",
+                                                            "s3://archive-bucket/mous/uid___A001_X1_X2.tar"]),
+        "vis": optional("vis", "MSs whose flags and calibrations are exported, one per line. Empty: every MS in the "
+                               "working directory.", type="array",
+                        items={"type": "string", "pattern": r"^[A-Za-z0-9_.+-]+\.ms$"}, section=SELECTION),
+        "session": optional("session", "One session per vis, one per line. Empty: each MS's recorded session "
+                                       "(session_1 if none).", type="array",
+                            items={"type": "string", "pattern": r"^[A-Za-z0-9_.-]+$"}, section=SELECTION),
+        "imaging_products_only": setting(False, "Imaging products only",
+                                         "Export science target imaging products only.", type="boolean",
+                                         section=SELECTION),
+        "pprfile": optional("PPR file", "PPR file name or pattern in the working directory. Empty: PPR_*.xml.",
+                            pattern=r"^[A-Za-z0-9_.*?+-]+$", section=SELECTION),
+        "calintents": optional("Calibrator intents", "Calibrator image intents to export, comma list, wildcards "
+                                                     "allowed. Empty: PHASE,BANDPASS,FLUX,CHECK,AMPLITUDE,"
+                                                     "POLARIZATION.",
+                               pattern=r"^[A-Za-z*?]+(,[A-Za-z*?]+)*$", examples=["*PHASE*", "PHASE,BANDPASS"],
+                               section=SELECTION),
+        "calimages": optional("Calibrator images", "Calibrator image names to export instead of the run's list, "
+                                                   "one per line. Empty: the run's list.", type="array",
+                              items={"type": "string", "pattern": IMAGE_NAME}, section=SELECTION),
+        "targetimages": optional("Target images", "Science target image names to export instead of the run's "
+                                                  "list, one per line. Empty: the run's list.", type="array",
+                                 items={"type": "string", "pattern": IMAGE_NAME}, section=SELECTION),
+        "exportmses": setting(False, "Export MSs", "Export the final MSs instead of flags, caltables and apply "
+                                                   "lists.", type="boolean", section=FORMAT),
+        "tarms": setting(True, "Tar the MSs", "With exportmses: <vis>.tgz instead of a copy of the MS directory.",
+                         type="boolean", section=FORMAT),
+        "products_dir": setting("products", "Products directory", "Name of the products directory in the run's "
+                                                                  "workspace.", type="string",
+                                pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$", section=FORMAT),
         **common_params(),
     },
 ) as dag:

@@ -14,9 +14,10 @@ import shutil
 from pathlib import Path
 
 import pendulum
-from airflow.sdk import DAG, Param, task
+from airflow.sdk import DAG, task
 
 from operators.casa_stage import CasaStageOperator
+from operators.params import choice, optional, required, setting
 from operators.workflow import (
     LOCATION,
     common_params,
@@ -27,6 +28,8 @@ from operators.workflow import (
 )
 
 PROJECT_CODE = r"^\d{4}\.\d\.\d{5}\.[A-Z]{1,3}$"
+APPEND = "Append to a package"
+TRANSFER = "Transfer chunks"
 
 with DAG(
     dag_id="alma_qa2_package",
@@ -36,29 +39,31 @@ with DAG(
     tags=["casaflow", "alma"],
     doc_md=__doc__,
     params={
-        "source": Param("manual", type="string", enum=["manual", "pipeline"], title="Source",
-                        description="'manual': origpath is a manual-reduction SB directory; 'pipeline': origpath "
-                                    "is exportdata's products directory."),
-        "origpath": Param("/data/project/SB1", type="string", pattern=LOCATION, title="origpath",
-                          description="The SB directory of the manual reduction (execution directories X..., "
-                                      "optional Combined/), or exportdata's products directory."),
-        "readme_header": Param("", type="string", pattern=r"^$|" + LOCATION[1:], title="README header",
-                               description="README header file; its empty fields (Project code, SB name) are "
-                                           "filled. Empty: no header."),
-        "project_code": Param("2011.0.00229.S", type="string", pattern=PROJECT_CODE, title="Project code",
-                              description="Names the package directory and the transfer chunks."),
-        "mode": Param("hard", type="string", enum=["fake", "hard", "ticket"], title="Mode",
-                      description="fake: dummy structure (fast); hard: real data, raw and calibrated split by "
-                                  "CASA; ticket: valid ticket files with a dummy package."),
-        "append": Param("", type="string", enum=["", "member"], title="Append",
-                        description="'member': add the next member OUS beside those of base_package."),
-        "base_package": Param("", type="string", pattern=r"^$|^(/.+|file:///.+)$", title="Base package",
-                              description="With append='member': the existing package directory (named by the "
-                                          "project code) to append to."),
-        "chunk_size": Param("4G", type="string", pattern=r"^\d+(\.\d+)?[kKmMgGtT]?$", title="Chunk size",
-                            description="Largest transfer chunk, e.g. '500M', '4G'."),
-        "transfer_date": Param("", type="string", pattern=r"^$|^\d{4}-\d{2}-\d{2}$", title="Transfer date",
-                               description="Date in the chunk names (YYYY-MM-DD). Empty: the run's date."),
+        "source": choice("Source", "What origpath is.",
+                         {"manual": "manual: a manual-reduction SB directory",
+                          "pipeline": "pipeline: exportdata's products directory"}, default="manual"),
+        "origpath": required("origpath", "The SB directory of the manual reduction (execution directories X..., "
+                                         "optional Combined/), or exportdata's products directory.",
+                             pattern=LOCATION, examples=["/data/2011.0.00229.S/SB1", "s3://archive-bucket/sb/SB1.tar"]),
+        "project_code": required("Project code", "Names the package directory and the transfer chunks.",
+                                 pattern=PROJECT_CODE, examples=["2011.0.00229.S"]),
+        "mode": choice("Mode", "How the package is built.",
+                       {"hard": "hard: real data, raw and calibrated split by CASA",
+                        "fake": "fake: dummy structure (fast)",
+                        "ticket": "ticket: valid ticket files with a dummy package"}, default="hard"),
+        "readme_header": optional("README header", "README header file; its empty fields (Project code, SB name) "
+                                                   "are filled. Empty: no header.", pattern=LOCATION),
+        "append": choice("Append", "'member': add the next member OUS beside those of base_package. Empty: a new "
+                                   "package.",
+                         {None: "no: a new package", "member": "member: add a member OUS to base_package"},
+                         default=None, section=APPEND),
+        "base_package": optional("Base package", "With append='member': the existing package directory (named by "
+                                                 "the project code) to append to.",
+                                 pattern=r"^(/.+|file:///.+)$", section=APPEND),
+        "chunk_size": setting("4G", "Chunk size", "Largest transfer chunk, e.g. '500M', '4G'.", type="string",
+                              pattern=r"^\d+(\.\d+)?[kKmMgGtT]?$", section=TRANSFER),
+        "transfer_date": optional("Transfer date", "Date in the chunk names (YYYY-MM-DD). Empty: the run's date.",
+                                  pattern=r"^\d{4}-\d{2}-\d{2}$", examples=["2026-03-01"], section=TRANSFER),
         **common_params(),
     },
 ) as dag:
@@ -76,7 +81,7 @@ with DAG(
         packpath = f"package/{params['project_code']}"
         target = workspace(context) / packpath
         if params["append"] == "member":
-            base = Path(params["base_package"].removeprefix("file://"))
+            base = Path((params["base_package"] or "").removeprefix("file://"))
             if not params["base_package"] or not base.is_dir():
                 raise AirflowFailException("append='member' needs base_package: an existing package directory")
             if base.name != params["project_code"]:

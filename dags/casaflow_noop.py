@@ -10,9 +10,10 @@ It delivers whatever it is given, so it exists only where the deployment enables
 
 from __future__ import annotations
 
-from airflow.sdk import DAG, Param, task
+from airflow.sdk import DAG, task
 
 from operators.casa_stage import CasaStageOperator
+from operators.params import choice, required, setting
 from operators.settings import settings
 from operators.workflow import (
     LOCATION,
@@ -21,6 +22,8 @@ from operators.workflow import (
     push_products,
     workflow_dag_args,
 )
+
+TEST = "Test behaviour"
 
 with DAG(
     dag_id="casaflow_noop",
@@ -31,12 +34,15 @@ with DAG(
     tags=["casaflow", "test"],
     doc_md=__doc__,
     params={
-        "input": Param("/data/input.txt", type="string", pattern=LOCATION, title="Input",
-                       description="Any file: an absolute path or s3://bucket/key. It is delivered as the product."),
-        "sleep": Param(0.0, type="number", minimum=0, maximum=3600, title="Sleep",
-                       description="Seconds the worker stage sleeps."),
-        "fail_with": Param("", type="string", enum=["", "input", "science", "transient"], title="Fail with",
-                           description="Make the worker stage fail with this failure class (tests)."),
+        "input": required("Input", "Any file: an absolute path or s3://bucket/key. It is delivered as the product.",
+                          pattern=LOCATION, examples=["/data/input.txt", "s3://archive-bucket/inputs/input.txt"]),
+        "sleep": setting(0.0, "Sleep", "Seconds the worker stage sleeps.", type="number", minimum=0, maximum=3600,
+                         section=TEST),
+        "fail_with": choice("Fail with", "Make the worker stage fail with this failure class (tests). Empty: "
+                                         "the stage succeeds.",
+                            {None: "nothing: succeed", "input": "input error (not retried)",
+                             "science": "science error (not retried)", "transient": "transient error (retried)"},
+                            default=None, section=TEST),
         **common_params(),
     },
 ) as dag:

@@ -27,11 +27,12 @@ import logging
 
 import pendulum
 from airflow.providers.standard.operators.trigger_dagrun import TriggerDagRunOperator
-from airflow.sdk import DAG, Param, task
+from airflow.sdk import DAG, task
 from airflow.timetables.interval import CronDataIntervalTimetable
 
 from operators.run_wait import WaitForDagRunsOperator
-from operators.workflow import LOCATION
+from operators.params import optional, setting
+from operators.workflow import LOCATION, execution_mode_param, products_destination_param
 
 log = logging.getLogger("casaflow.reprocess")
 
@@ -49,21 +50,22 @@ with DAG(
     tags=["casaflow", "operations"],
     doc_md=__doc__,
     params={
-        "catalog": Param("", type="string", pattern=r"^$|" + LOCATION[1:], title="Catalog",
-                         description="The input catalog (JSON): an absolute path or s3://bucket/key. Empty: the "
-                                     "deployment's catalog (CASAFLOW_CATALOG)."),
-        "workflows": Param(WORKFLOW_IDS, type="array", items={"type": "string", "enum": WORKFLOW_IDS},
-                           uniqueItems=True, minItems=1, title="Workflows",
-                           description="Only datasets of these workflows are processed."),
-        "reprocess": Param(False, type="boolean", title="Reprocess delivered datasets",
-                           description="Redo datasets already delivered from the same catalog record and software."),
-        "products_destination": Param("", type="string",
-                                      pattern=r"^$|^(s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/.*)?|/.*|file:///.*)$",
-                                      title="Products destination",
-                                      description="Where the workflows deliver, and where the run's report goes. "
-                                                  "Empty: the deployment's default."),
-        "execution_mode": Param("default", type="string", enum=["default", "local", "kubernetes", "render"],
-                                title="Execution mode", description="Passed to every triggered workflow run."),
+        "catalog": optional("Catalog", "The input catalog (JSON): an absolute path or s3://bucket/key. Empty: the "
+                                       "deployment's catalog (CASAFLOW_CATALOG).", pattern=LOCATION,
+                            examples=["/data/catalog.json", "s3://archive-bucket/catalog.json"]),
+        # A multi-select (the form offers the examples, labelled by values_display).
+        "workflows": setting(WORKFLOW_IDS, "Workflows", "Only datasets of these workflows are processed.",
+                             type="array", items={"type": "string", "enum": WORKFLOW_IDS}, uniqueItems=True,
+                             minItems=1, examples=WORKFLOW_IDS,
+                             values_display={"vlass_se_cube": "VLASS-SE-CUBE (vlass_se_cube)",
+                                             "alma_exportdata": "ALMA exportdata (alma_exportdata)",
+                                             "casaflow_noop": "No-op (casaflow_noop)"}),
+        "reprocess": setting(False, "Reprocess delivered datasets",
+                             "Redo datasets already delivered from the same catalog record and software.",
+                             type="boolean"),
+        "products_destination": products_destination_param(
+            "Where the workflows deliver, and where the run's report goes. Empty: the deployment's default."),
+        "execution_mode": execution_mode_param("Passed to every triggered workflow run."),
     },
 ) as dag:
 

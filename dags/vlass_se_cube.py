@@ -5,15 +5,18 @@
       -> planes (runs on the groups that succeeded) -> analyzestokescubes -> exportvlassdata
       -> weblog (always) -> push (products, then the delivery manifest)
 
-Trigger it from the UI with the form, or with conf such as
-``{"pims": "/data/X_split.ms", "reimaging_resources": "/data/reimaging_resources.tgz", ...}``.
+Trigger it from the UI's form (the four inputs are required; everything else is optional or has a
+default, grouped in collapsed sections), or with conf such as
+``{"pims": "/data/X_split.ms", "reimaging_resources": "/data/reimaging_resources.tgz",
+"seip_parameter_list": "/data/SEIP_parameter.list", "ccip_parameter_list": "/data/CCIP_parameter.list"}``.
 """
 
 from __future__ import annotations
 
-from airflow.sdk import DAG, Param, task, task_group
+from airflow.sdk import DAG, task, task_group
 
 from operators.casa_stage import CasaStageOperator
+from operators.params import optional, required, setting
 from operators.workflow import (
     LOCATION,
     common_params,
@@ -21,6 +24,8 @@ from operators.workflow import (
     push_products,
     workflow_dag_args,
 )
+
+IMAGING = "Imaging"
 
 with DAG(
     dag_id="vlass_se_cube",
@@ -30,35 +35,33 @@ with DAG(
     tags=["casaflow", "vlass"],
     doc_md=__doc__,
     params={
-        "pims": Param("/data/pims_split.ms", type="string", pattern=LOCATION, title="PIMS",
-                      description="The per-image MS (<FSID>_split.ms): an absolute path, or s3://bucket/key of "
-                                  "its .tar."),
-        "reimaging_resources": Param("/data/reimaging_resources.tgz", type="string", pattern=LOCATION,
-                                     title="reimaging_resources.tgz",
-                                     description="The SE-continuum run's reimaging_resources.tgz (flags, "
-                                                 "selfcal table, model, masks)."),
-        "seip_parameter_list": Param("/data/SEIP_parameter.list", type="string", pattern=LOCATION,
-                                     title="SEIP_parameter.list",
-                                     description="The SE-continuum run's imaging parameters."),
-        "ccip_parameter_list": Param("/data/CCIP_parameter.list", type="string", pattern=LOCATION,
-                                     title="CCIP_parameter.list",
-                                     description="Cube parameters: spw groups (a list such as ['2','3,4']) and "
-                                                 "any imaging heuristic to override."),
-        "flag_template": Param(None, type=["null", "string"], pattern=LOCATION, title="Flag template",
-                               description="Optional flagdata commands for the target data "
-                                           "(<vis root>.flagtargetstemplate.txt), applied by flagtargetsdata: an "
-                                           "absolute path or s3://bucket/key. Empty: no template (a warning).",
-                               examples=["/data/T23t09_split.flagtargetstemplate.txt"]),
-        "plane_reject_ms": Param(True, type="boolean", title="Pre-imaging plane rejection",
-                                 description="Skip spw groups with >= 12 fields more than 90% flagged."),
-        "plane_reject_im": Param(True, type="boolean", title="Post-imaging plane rejection",
-                                 description="Mark planes whose beam deviates > 20% from the nu^-1 scaling or "
-                                             "that are >= 80% flagged (VLASSRJ=T); they are still exported."),
-        "group_overrides": Param({}, type="object", title="Per-group tclean overrides",
-                                 propertyNames={"pattern": r"^[0-9]+(,[0-9]+)*$"},
-                                 additionalProperties={"type": "object"},
-                                 description="e.g. {\"3,4\": {\"niter\": 500}}: tclean parameters for one "
-                                             "spw group."),
+        "pims": required("PIMS", "The per-image MS (<FSID>_split.ms): an absolute path, or s3://bucket/key of its "
+                                 ".tar.", pattern=LOCATION,
+                         examples=["/data/J232327+502432_split.ms",
+                                   "s3://archive-bucket/pims/J232327+502432_split.ms.tar"]),
+        "reimaging_resources": required("reimaging_resources.tgz", "The SE-continuum run's reimaging_resources.tgz "
+                                        "(flags, selfcal table, model, masks).", pattern=LOCATION),
+        "seip_parameter_list": required("SEIP_parameter.list", "The SE-continuum run's imaging parameters.",
+                                        pattern=LOCATION),
+        "ccip_parameter_list": required("CCIP_parameter.list", "Cube parameters: spw groups (a list such as "
+                                        "['2','3,4']) and any imaging heuristic to override.", pattern=LOCATION),
+        "flag_template": optional("Flag template",
+                                  "flagdata commands for the target data (<vis root>.flagtargetstemplate.txt), "
+                                  "applied by flagtargetsdata: an absolute path or s3://bucket/key. Empty: no "
+                                  "template (a warning in the task log).", pattern=LOCATION,
+                                  examples=["/data/J232327+502432_split.flagtargetstemplate.txt"]),
+        "plane_reject_ms": setting(True, "Pre-imaging plane rejection",
+                                   "Skip spw groups with >= 12 fields more than 90% flagged.",
+                                   type="boolean", section=IMAGING),
+        "plane_reject_im": setting(True, "Post-imaging plane rejection",
+                                   "Mark planes whose beam deviates > 20% from the nu^-1 scaling or that are >= 80% "
+                                   "flagged (VLASSRJ=T); they are still exported.", type="boolean", section=IMAGING),
+        "group_overrides": optional("Per-group tclean overrides",
+                                    "JSON object: spw group -> tclean parameters for that group, e.g. "
+                                    "{\"3,4\": {\"niter\": 500}}; any tclean parameter but those choosing the data or the "
+                                    "outputs (vis, field, spw, imagename, stokes, ...). Empty: none.", type="object",
+                                    propertyNames={"pattern": r"^[0-9]+(,[0-9]+)*$"},
+                                    additionalProperties={"type": "object"}, section=IMAGING),
         **common_params(),
     },
 ) as dag:

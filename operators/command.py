@@ -34,8 +34,12 @@ def workspace_for(root: str, dag_id: str, run_id: str) -> str:
 
 
 def worker_argv(worker: str, stage: str, workspace: str, params: dict | None, tag: str | None = None) -> list[str]:
+    """A parameter whose value is None (an optional DAG Param left empty) is not passed: the stage's
+    own default applies."""
     argv = [worker, stage, "--workspace", workspace]
     for key in sorted(params or {}):
+        if params[key] is None:
+            continue
         argv += ["--param", f"{key}={json.dumps(params[key], sort_keys=True)}"]
     if tag:
         argv += ["--tag", str(tag)]

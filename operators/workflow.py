@@ -10,13 +10,16 @@ from pathlib import Path
 from airflow.sdk import Param
 
 from .command import workspace_for
+from .params import DELIVERY, EXECUTION, INTERNAL, choice, optional
 from .settings import settings
 
 log = logging.getLogger("casaflow.workflow")
 
-DATASET_ID_PATTERN = r"^$|^[A-Za-z0-9][A-Za-z0-9._+-]{0,127}$"
+DATASET_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,127}$"
 # An input location: an absolute local path, file:///..., or s3://bucket/key.
 LOCATION = r"^(s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]/.+|/.+|file:///.+)$"
+# A products destination: s3://bucket[/prefix], an absolute directory or file:///...
+DESTINATION = r"^(s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/.*)?|/.*|file:///.*)$"
 
 
 def workflow_dag_args() -> dict:
@@ -27,24 +30,37 @@ def workflow_dag_args() -> dict:
             "render_template_as_native_obj": True}
 
 
+EXECUTION_MODES = {"default": "Deployment default (CASAFLOW_EXECUTION_MODE)",
+                   "local": "Local: casa-worker subprocess on the Airflow worker",
+                   "kubernetes": "Kubernetes: one pod per stage",
+                   "render": "Render only: build the pods, run nothing"}
+
+
+def execution_mode_param(description: str) -> Param:
+    return choice("Execution mode", description, EXECUTION_MODES, default="default", section=EXECUTION)
+
+
+def products_destination_param(description: str) -> Param:
+    return optional("Products destination", description, pattern=DESTINATION, section=DELIVERY,
+                    examples=["s3://archive-bucket/deliveries", "/data/deliveries"])
+
+
 def common_params() -> dict:
+    """The Params every workflow DAG has (delivery naming, destination, execution, fingerprint)."""
     return {
-        "dataset_id": Param("", type="string", pattern=DATASET_ID_PATTERN, title="Dataset id",
-                            description="Names the delivery (its prefix in the products destination). "
-                                        "Empty: derived from the input's name."),
-        "products_destination": Param("", type="string", pattern=r"^$|^(s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/.*)?|/.*|file:///.*)$",
-                                      title="Products destination",
-                                      description="s3://bucket/prefix (through the Airflow connection "
-                                                  "casaflow_s3) or an absolute local directory. Empty: the "
-                                                  "deployment's default (CASAFLOW_PRODUCTS_DESTINATION)."),
-        "request_fingerprint": Param("", type="string", pattern=r"^$|^[0-9a-f]{16}$", title="Request fingerprint",
-                                     description="Set by the reprocessing DAG: identifies the catalog record (inputs, "
-                                                 "params, software wanted) a delivery was made from. Leave empty."),
-        "execution_mode": Param("default", type="string", enum=["default", "local", "kubernetes", "render"],
-                                title="Execution mode",
-                                description="Where the CASA stages run: 'default' follows the deployment "
-                                            "setting; 'local' runs casa-worker as a subprocess; 'kubernetes' "
-                                            "runs each stage in a pod; 'render' only builds the pods."),
+        "dataset_id": optional("Dataset id", "Names the delivery (its prefix in the products destination). "
+                                             "Empty: derived from the input's name.",
+                               pattern=DATASET_ID_PATTERN, section=DELIVERY),
+        "products_destination": products_destination_param(
+            "s3://bucket/prefix (through the Airflow connection casaflow_s3) or an absolute local directory. "
+            "Empty: the deployment's default (CASAFLOW_PRODUCTS_DESTINATION)."),
+        "execution_mode": execution_mode_param(
+            "Where the CASA stages run: 'default' follows the deployment setting; 'local' runs casa-worker as "
+            "a subprocess; 'kubernetes' runs each stage in a pod; 'render' only builds the pods."),
+        "request_fingerprint": optional("Request fingerprint",
+                                        "Set by the reprocessing DAG: identifies the catalog record (inputs, "
+                                        "params, software wanted) a delivery was made from. Leave empty.",
+                                        pattern=r"^[0-9a-f]{16}$", section=INTERNAL),
     }
 
 
@@ -102,7 +118,9 @@ def push_products(context, dataset_id: str, product_dirs: list[str], extra: list
     for rel, key in extra:
         stage, role = produced.get(rel, ("", ""))
         items.append(Item(ws / rel, key, stage, role))
-    params = {k: v for k, v in (context.get("params") or {}).items() if not isinstance(v, (dict, list))}
+    # The run's scalar Params, as given: an optional Param left empty (None) is not listed.
+    params = {k: v for k, v in (context.get("params") or {}).items()
+              if v is not None and not isinstance(v, (dict, list))}
     ti = context.get("ti")
     info = DeliveryInfo(dataset_id, context["dag"].dag_id, context["run_id"], getattr(ti, "try_number", 0),
                         params, versions)

@@ -6,8 +6,10 @@ a file lock: the first worker to need one builds it, the others wait and then re
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -17,6 +19,31 @@ import pytest
 from ..conftest import SHARED
 
 WORKER = str(Path(sys.executable).with_name("casa-worker"))
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def embedded_runtime(home: Path, dag_ids=(), unpause: bool = True):
+    """The embedded runtime (casaflow_ops/runtime.py) started in ``home`` on a free port, with
+    ``dag_ids`` parsed (and unpaused); stopped on exit. Yields (runtime, REST client)."""
+    from casaflow_ops import runtime
+
+    r = runtime.create(home=home, port=free_port())
+    try:
+        r.up()
+        api = runtime.Api(r)
+        for dag_id in dag_ids:
+            api.wait_for_dag(dag_id)
+            if unpause:
+                assert api.patch(f"/api/v2/dags/{dag_id}", {"is_paused": False})[0] == 200
+        yield r, api
+    finally:
+        r.down()
 
 
 def load_dag(dag_id: str):

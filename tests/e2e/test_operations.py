@@ -7,13 +7,14 @@ operator and push without CASA), so the test measures orchestration, not imaging
 from __future__ import annotations
 
 import json
-import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import pytest
+
+from .conftest import embedded_runtime
 
 pytestmark = [pytest.mark.e2e, pytest.mark.runtime]
 
@@ -22,27 +23,10 @@ CASAFLOW = str(Path(sys.executable).with_name("casaflow"))
 AIRFLOW = str(Path(sys.executable).with_name("airflow"))
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def rt(tmp_path_factory):
-    from casaflow_ops import runtime
-
-    home = tmp_path_factory.mktemp("ops") / "runtime"
-    r = runtime.create(home=home, port=free_port())
-    try:
-        r.up()
-        api = runtime.Api(r)
-        for dag_id in ("casaflow_noop", "reprocess_catalog"):
-            api.wait_for_dag(dag_id)
-            assert api.patch(f"/api/v2/dags/{dag_id}", {"is_paused": False})[0] == 200
-        yield r, api
-    finally:
-        r.down()
+    with embedded_runtime(tmp_path_factory.mktemp("ops") / "runtime", ("casaflow_noop", "reprocess_catalog")) as r_api:
+        yield r_api
 
 
 def write_catalog(path: Path, inputs: Path, fail_d2b: bool) -> None:
