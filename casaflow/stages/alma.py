@@ -97,7 +97,7 @@ def qa2_package(ctx, origpath, products_dir, readme, packpath, mode, append):
     Param("outdir", "path", default="transfer", help="where the chunks go (relative to the workspace)"),
     Param("chunk_size", "str", default="4G", help="largest chunk, bytes or e.g. '500M', '4G'"),
     Param("date", "str", required=True, help="date in the chunk names, YYYY-MM-DD"),
-    Param("project", "str", default="", help="project code in the chunk names; default: the package's name"),
+    Param("project", "name", default="", help="project code in the chunk names; default: the package's name"),
 ])
 def tarsplit_stage(ctx, package, outdir, chunk_size, date, project):
     """Split a package into tar chunks no larger than chunk_size, with a SHA-256 list."""

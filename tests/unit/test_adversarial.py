@@ -300,6 +300,8 @@ STAGE_PARAMS = {
                           "absolute"),
     "tarsplit-outdir-dotdot": ("tarsplit", {"package": "p", "outdir": "..", "date": "2026-01-01"},
                                "parameter 'outdir'", "'..'"),
+    "tarsplit-project-dir": ("tarsplit", {"package": "p", "date": "2026-01-01", "project": "../../evil"},
+                             "parameter 'project'", "'..'"),
     "nul-byte": ("simulate-vlass", {"outdir": "input\x00/etc"}, "parameter 'outdir'", "NUL"),
     "flag-template-absolute": ("vlass-flagtargetsdata", {"filetemplate": "/etc/x.flagtargetstemplate.txt"},
                                "parameter 'filetemplate'", "absolute"),
