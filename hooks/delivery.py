@@ -209,7 +209,7 @@ def _push(store, prefix: str, items: list[Item], info: DeliveryInfo, lease: Leas
             previous = {e.key: e for e in old_entries}
         except Exception as exc:  # an unreadable old manifest only costs re-uploads
             log.warning("previous manifest at %s unreadable (%s): pushing everything", store.url(manifest_key), exc)
-        guard()
+        guard(force=True)
         store.delete(manifest_key)
         log.info("previous delivery manifest removed: delivery at %s is incomplete until re-pushed",
                  store.url(manifest_key))
@@ -236,7 +236,7 @@ def _push(store, prefix: str, items: list[Item], info: DeliveryInfo, lease: Leas
                                          there.server_checksum or prev.server_checksum, packaging))
                     skipped.append(item.key)
                     continue
-        guard()
+        guard(force=True)
         t1 = time.monotonic()
         if item.is_tree:
             obj: StoredObject = store.put_tree(full_key, Path(item.source))
@@ -308,7 +308,7 @@ def _remove_stale(store, prefix: str, current: set[str], guard) -> list[str]:
     removed = []
     for key in store.keys(prefix):
         if key not in current:
-            guard()
+            guard(force=True)
             store.delete(key)
             removed.append(key)
             log.info("stale product removed (not in the new manifest): %s", store.url(key))

@@ -42,6 +42,7 @@ log = logging.getLogger("casaflow.lease")
 LEASE_DIR = "_leases"
 DEFAULT_TTL = 600.0     # seconds; renewed every ttl/3 while the push runs
 DEFAULT_WAIT = 300.0    # how long a second writer waits for the holder before failing
+CHECK_INTERVAL = 5.0    # while streaming parts, the store is asked at most this often
 
 
 class LeaseHeld(TransientError):
@@ -159,18 +160,13 @@ class Lease:
             except PreconditionFailed:
                 continue          # someone else changed it between our read and write: look again
             self._renewed = time.monotonic()
-            self._confirm()
+            # Read it back: guards against a store whose conditional writes are not atomic
+            # (two creators both told "created"); the one whose token is not there looks again.
+            current = self._read()
+            if current is None or current[0].get("token") != self.token:
+                continue
             log.info("delivery lease %s taken (generation %d, %s)", self.store.url(self.key), self.generation, why)
             return self
-
-    def _confirm(self) -> None:
-        """Read the lease back: ours, or we lost it (also guards against a store whose
-        conditional writes are not atomic)."""
-        current = self._read()
-        if current is None or current[0].get("token") != self.token:
-            raise LeaseLost(f"delivery lease {self.store.url(self.key)} is no longer held by this writer "
-                            f"({self.holder.describe()}): now "
-                            + (describe(current[0]) if current else "absent"))
 
     def renew(self) -> None:
         try:
@@ -183,9 +179,11 @@ class Lease:
         self._renewed = time.monotonic()
 
     def check(self, force: bool = False) -> None:
-        """Before every write: renew when a third of the lifetime has passed (or ``force``).
-        Raises :class:`LeaseLost` once the lease is another writer's."""
-        if force or time.monotonic() - self._renewed > self.ttl / 3:
+        """Raises :class:`LeaseLost` once the lease is another writer's. ``force`` (before every
+        write that makes something visible: an object, a multipart completion, a delete, the
+        manifest) asks the store each time, renewing the lease; otherwise (between parts) at
+        most every ``CHECK_INTERVAL`` seconds."""
+        if force or time.monotonic() - self._renewed > min(self.ttl / 3, CHECK_INTERVAL):
             self.renew()
 
     def release(self) -> None:

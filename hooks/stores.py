@@ -72,6 +72,7 @@ class LocalStore:
 
     def __init__(self, root: Path):
         self.root = Path(root)
+        self.guard = None   # the delivery's lease check, called before an object becomes visible
 
     def url(self, key: str) -> str:
         return str(self.root / key)
@@ -83,7 +84,7 @@ class LocalStore:
         target.parent.mkdir(parents=True, exist_ok=True)
         return target
 
-    def _write(self, key: str, produce) -> StoredObject:
+    def _write(self, key: str, produce, guarded: bool = True) -> StoredObject:
         target = self._target(key)
         tmp = target.with_name(f".{target.name}.partial-{uuid.uuid4().hex[:8]}")
         try:
@@ -93,6 +94,8 @@ class LocalStore:
                 sink.close()
                 fh.flush()
                 os.fsync(fh.fileno())
+            if guarded and self.guard is not None:
+                self.guard(force=True)
             os.replace(tmp, target)
         except BaseException:
             tmp.unlink(missing_ok=True)
@@ -157,7 +160,7 @@ class LocalStore:
         """Write ``data`` only if the object is absent (``if_none_match``) or still has the ETag
         ``if_match``; returns the new ETag, raises :class:`PreconditionFailed` otherwise."""
         def change():
-            self._write(key, lambda sink: sink.write(data))
+            self._write(key, lambda sink: sink.write(data), guarded=False)   # no lease check: this is one
             return hashlib.sha256(data).hexdigest()
 
         return self._cas(key, if_match, if_none_match, change)
@@ -288,7 +291,7 @@ class S3Store:
                 fut.result()
             parts.sort(key=lambda p: p["PartNumber"])
             if self.guard is not None:
-                self.guard()
+                self.guard(force=True)   # the completion is what makes the object visible
             resp = self.client.complete_multipart_upload(Bucket=self.bucket, Key=key, UploadId=upload_id,
                                                          MultipartUpload={"Parts": parts})
         except BaseException:
