@@ -70,11 +70,12 @@ def lease_key(prefix: str, dataset_id: str) -> str:
 
 def describe(doc: dict) -> str:
     h = doc.get("holder", {})
+    who = (f"dag {h.get('dag_id')!r}, run {h.get('run_id')!r}, try {h.get('try_number')} "
+           f"(host {h.get('host')}, pid {h.get('pid')}; generation {doc.get('generation')}")
+    if doc.get("state") != "held":
+        return f"{who}; {doc.get('state', 'unknown state')})"
     left = doc.get("expires", 0) - time.time()
-    state = doc.get("state")
-    return (f"dag {h.get('dag_id')!r}, run {h.get('run_id')!r}, try {h.get('try_number')} "
-            f"(host {h.get('host')}, pid {h.get('pid')}; {state}, generation {doc.get('generation')}, "
-            + (f"expires in {left:.0f} s)" if left > 0 else f"expired {-left:.0f} s ago)"))
+    return who + (f"; expires in {left:.0f} s)" if left > 0 else f"; expired {-left:.0f} s ago)")
 
 
 class Lease:

@@ -105,6 +105,28 @@ class ProductStoreHook(BaseHook):
                                      f"written, a retry redoes the delivery") from exc
             raise
 
+    # -- the lease, by hand --------------------------------------------------------------------
+    def lease_status(self, dataset_id: str) -> str:
+        from .lease import describe
+
+        store, prefix = self.get_store()
+        key = lease_key(prefix, dataset_id)
+        got = store.read_tagged(key)
+        if got is None:
+            return f"{store.url(key)}: no lease (never delivered through a lease)"
+        import json
+
+        return f"{store.url(key)}: {describe(json.loads(got[0]))}"
+
+    def release_lease(self, dataset_id: str) -> str:
+        """Release the dataset's lease whoever holds it: for a writer that died holding it.
+        A writer still running loses it at its next check and fails (LeaseLost)."""
+        from .lease import release_by_hand
+
+        store, prefix = self.get_store()
+        key = lease_key(prefix, dataset_id)
+        return f"{store.url(key)}: released; it was held by {release_by_hand(store, key)}"
+
     # -- reading deliveries back (reprocessing decisions, status reports) ------------------------
     def _key(self, prefix: str, key: str) -> str:
         return "/".join(p for p in (prefix, key.strip("/")) if p)

@@ -165,6 +165,18 @@ def test_release_by_hand(store):
     assert lease_for(st, "ds", run="next", wait_seconds=0).acquire().generation == stuck.generation + 1
 
 
+def test_cli_releases_a_stuck_lease(tmp_path, capsys):
+    from casaflow_ops.cli import main
+
+    st = LocalStore(tmp_path / "dest")
+    Lease(st, lease_key("", "ds"), Holder("vlass_se_cube", "manual__x", 1), ttl=3600).acquire()
+    assert main(["lease", "show", "--dataset", "ds", "--destination", str(tmp_path / "dest")]) == 0
+    assert "run 'manual__x'" in capsys.readouterr().out
+    assert main(["lease", "release", "--dataset", "ds", "--destination", str(tmp_path / "dest")]) == 0
+    assert "released; it was held by dag 'vlass_se_cube'" in capsys.readouterr().out
+    assert Lease(st, lease_key("", "ds"), Holder("d", "other", 1), wait_seconds=0).acquire().generation == 2
+
+
 # -- the exact set and the fenced commit ---------------------------------------------------------
 def test_redelivery_with_one_product_fewer(store, tmp_path):
     st, base = store
