@@ -263,7 +263,7 @@ def _push(store, prefix: str, items: list[Item], info: DeliveryInfo, lease: Leas
         store.put_bytes(manifest_key, body, "application/xml")
         removed: list[str] = []
     else:
-        guard(force=True)
+        lease.renew()   # always asks the store: this writer still holds the lease, now
         _commit(store, manifest_key, body, info)
         removed = _remove_stale(store, prefix, {_join(prefix, e.key) for e in entries} | {manifest_key}, guard)
     log.info("delivery complete: %d objects (%d uploaded, %d unchanged, %d stale removed); manifest %s",

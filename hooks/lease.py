@@ -43,6 +43,7 @@ LEASE_DIR = "_leases"
 DEFAULT_TTL = 600.0     # seconds; renewed every ttl/3 while the push runs
 DEFAULT_WAIT = 300.0    # how long a second writer waits for the holder before failing
 CHECK_INTERVAL = 5.0    # while streaming parts, the store is asked at most this often
+FORCED_INTERVAL = 1.0   # before a write that makes something visible: at most this often
 
 
 class LeaseHeld(TransientError):
@@ -180,11 +181,19 @@ class Lease:
         self._renewed = time.monotonic()
 
     def check(self, force: bool = False) -> None:
-        """Raises :class:`LeaseLost` once the lease is another writer's. ``force`` (before every
-        write that makes something visible: an object, a multipart completion, a delete, the
-        manifest) asks the store each time, renewing the lease; otherwise (between parts) at
-        most every ``CHECK_INTERVAL`` seconds."""
-        if force or time.monotonic() - self._renewed > min(self.ttl / 3, CHECK_INTERVAL):
+        """Raises :class:`LeaseLost` once the lease is another writer's, renewing it when due.
+
+        ``force`` (before every write that makes something visible: an object, a multipart
+        completion, a delete) asks the store unless it was asked less than ``FORCED_INTERVAL``
+        ago, so a delivery of many small objects pays at most one lease request a second;
+        otherwise (between parts) at most every ``CHECK_INTERVAL`` seconds. The manifest commit
+        calls :meth:`renew` itself, always. What this leaves open: a superseded writer's write
+        already under way when it was superseded (or begun within that second) can still land;
+        the newer writer's verification of every object before its commit catches it (the
+        newer push then fails and is retried), unless it lands after that commit too.
+        """
+        elapsed = time.monotonic() - self._renewed
+        if elapsed > (FORCED_INTERVAL if force else min(self.ttl / 3, CHECK_INTERVAL)):
             self.renew()
 
     def release(self) -> None:
