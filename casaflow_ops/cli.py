@@ -7,6 +7,7 @@
     casaflow tarsplit PACKAGE --out DIR --chunk-size 4G --date YYYY-MM-DD
     casaflow tarjoin CHECKSUM_FILE --out DIR
     casaflow janitor --namespace NS [--older-than-minutes 30] [--dry-run]
+    casaflow lease show|release --dataset ID [--destination DEST]
 """
 
 from __future__ import annotations
@@ -55,6 +56,10 @@ def main(argv: list[str] | None = None) -> int:
     tj = sub.add_parser("tarjoin", help="verify transfer chunks and reassemble the package")
     tj.add_argument("checksums", help="the <project>_<date>.sha256 file beside the chunks")
     tj.add_argument("--out", required=True)
+    le = sub.add_parser("lease", help="show or release (by hand) a dataset's delivery lease")
+    le.add_argument("action", choices=["show", "release"])
+    le.add_argument("--dataset", required=True)
+    le.add_argument("--destination", default="", help="products destination (default: CASAFLOW_PRODUCTS_DESTINATION)")
     args = parser.parse_args(argv)
 
     if args.cmd == "demo":
@@ -98,6 +103,18 @@ def main(argv: list[str] | None = None) -> int:
                                 "--param", f"preset={args.preset}", "--param", f"seed={args.seed}", *extra])
     if args.cmd == "status":
         return _status(args)
+    if args.cmd == "lease":
+        import os
+
+        from hooks.product_store import ProductStoreHook
+
+        destination = args.destination or os.environ.get("CASAFLOW_PRODUCTS_DESTINATION", "")
+        if not destination:
+            print("error: no products destination (--destination, or CASAFLOW_PRODUCTS_DESTINATION)", file=sys.stderr)
+            return 2
+        hook = ProductStoreHook(destination)
+        print(hook.release_lease(args.dataset) if args.action == "release" else hook.lease_status(args.dataset))
+        return 0
     if args.cmd in ("tarsplit", "tarjoin"):
         from casaflow.alma import tarsplit
         from casaflow.errors import InputError

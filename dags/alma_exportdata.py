@@ -17,6 +17,7 @@ from operators.params import optional, required, setting
 from operators.workflow import (
     LOCATION,
     common_params,
+    derived_dataset_id,
     fetch_inputs,
     push_products,
     workflow_dag_args,
@@ -91,7 +92,8 @@ with DAG(
     def push(**context) -> dict:
         """Push the products directory and casaflow's weblog of the run; the delivery manifest goes last."""
         result = context["ti"].xcom_pull(task_ids="exportdata")
-        dataset_id = context["params"].get("dataset_id") or result["outputs"]["oussid"]
+        dataset_id = context["params"].get("dataset_id") or derived_dataset_id(
+            result["outputs"]["oussid"], result["outputs"].get("sessions", {}))
         return push_products(context, dataset_id, [result["outputs"]["products_dir"]],
                              [("casaflow_weblog/weblog.tgz", "casaflow_weblog.tgz")])
 

@@ -23,6 +23,7 @@ from operators.workflow import (
     common_params,
     fetch_inputs,
     push_products,
+    qa2_dataset_id,
     workflow_dag_args,
     workspace,
 )
@@ -117,7 +118,9 @@ with DAG(
         params = context["params"]
         extra = [(f"package/{params['project_code']}.ticket.{ext}", f"ticket/{params['project_code']}.ticket.{ext}")
                  for ext in ("tar", "zip")] + [("casaflow_weblog/weblog.tgz", "casaflow_weblog.tgz")]
-        return push_products(context, params.get("dataset_id") or params["project_code"], ["transfer"], extra)
+        dataset_id = params.get("dataset_id") or qa2_dataset_id(params["project_code"],
+                                                                 context["ti"].xcom_pull(task_ids="package"))
+        return push_products(context, dataset_id, ["transfer"], extra)
 
     inputs >> package >> split >> weblog
     [split, weblog] >> push()

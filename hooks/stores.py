@@ -39,6 +39,37 @@ class KeyEscapeError(StoreError, paths.PathEscapeError):
     """A key that would lead outside the store's root (an input error: never retried)."""
 
 
+class PreconditionFailed(StoreError):
+    """A conditional write found the object not in the state it was conditioned on."""
+
+
+# S3's limits on one object: https://docs.aws.amazon.com/AmazonS3/latest/userguide/qfacts.html
+MAX_PARTS = 10_000
+MIN_PART = 5 * MiB
+MAX_PART = 5 << 30
+MAX_OBJECT = 5 << 40
+# Parts held in memory at once (being uploaded plus the one being filled) stay under this.
+PART_MEMORY_BUDGET = 1 << 30
+
+
+def plan_parts(size: int, part_size: int = 16 * MiB, concurrency: int = 4) -> tuple[int, int]:
+    """(part size, upload threads) for an object of ``size`` bytes: the configured part size
+    while it fits in S3's 10,000 parts, otherwise the smallest whole-MiB size that does (never
+    above S3's 5 GiB part, never below its 5 MiB). Fewer threads for big parts, so that the
+    parts in memory (threads + 1) stay within ``PART_MEMORY_BUDGET`` where they can."""
+    if size < 0:
+        raise ValueError(f"object size {size} is negative")
+    if size > MAX_OBJECT:
+        raise StoreError(f"an object of {size} bytes exceeds S3's limit of {MAX_OBJECT} bytes (5 TiB)")
+    part = max(MIN_PART, part_size)
+    if -(-size // part) > MAX_PARTS:
+        part = -(-size // MAX_PARTS)
+        part = -(-part // MiB) * MiB
+    part = min(part, MAX_PART)
+    threads = max(1, min(concurrency, PART_MEMORY_BUDGET // part - 1))
+    return part, threads
+
+
 # ------------------------------------------------------------------------------------------
 class LocalStore:
     """Objects are files below ``root``; keys are relative paths."""
@@ -47,6 +78,7 @@ class LocalStore:
 
     def __init__(self, root: Path):
         self.root = Path(root)
+        self.guard = None   # the delivery's lease check, called before an object becomes visible
 
     def url(self, key: str) -> str:
         return str(self.root / key)
@@ -65,11 +97,14 @@ class LocalStore:
         target.parent.mkdir(parents=True, exist_ok=True)
         return target
 
-    def _write(self, key: str, produce) -> StoredObject:
-        with atomic.atomic_open(self._target(key), "wb", durable=True) as fh:
-            sink = HashingSink(fh.write)
-            produce(sink)
-            sink.close()
+    def _write(self, key: str, produce, guarded: bool = True) -> StoredObject:
+        with atomic.atomic_path(self._target(key), durable=True) as tmp:
+            with open(tmp, "wb") as fh:
+                sink = HashingSink(fh.write)
+                produce(sink)
+                sink.close()
+            if guarded and self.guard is not None:
+                self.guard(force=True)   # the lease still ours before the object becomes visible
         return StoredObject(key, sink.size, sink.hexdigest())
 
     def put_file(self, key: str, path: Path, media_type: str = "") -> StoredObject:
@@ -101,6 +136,43 @@ class LocalStore:
     def delete(self, key: str) -> None:
         self._path(key).unlink(missing_ok=True)
 
+    # -- conditional operations (leases and the manifest commit; small objects only) --------
+    # The "ETag" of a local object is the SHA-256 of its bytes; compare-and-swap runs under an
+    # exclusive flock on a hidden lock file beside the object, so it is atomic between processes.
+    def read_tagged(self, key: str) -> tuple[bytes, str] | None:
+        path = self._target(key)
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError:
+            return None
+        return data, hashlib.sha256(data).hexdigest()
+
+    def _cas(self, key: str, if_match: str | None, if_none_match: bool, change) -> str:
+        import fcntl
+
+        target = self._target(key)
+        with open(target.with_name(f".{target.name}.cas-lock"), "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            current = self.read_tagged(key)
+            if if_none_match and current is not None:
+                raise PreconditionFailed(f"{self.url(key)} exists")
+            if if_match is not None and (current is None or current[1] != if_match):
+                raise PreconditionFailed(f"{self.url(key)} changed (or vanished) since it was read")
+            return change()
+
+    def put_if(self, key: str, data: bytes, *, if_match: str | None = None, if_none_match: bool = False,
+               media_type: str = "") -> str:
+        """Write ``data`` only if the object is absent (``if_none_match``) or still has the ETag
+        ``if_match``; returns the new ETag, raises :class:`PreconditionFailed` otherwise."""
+        def change():
+            self._write(key, lambda sink: sink.write(data), guarded=False)   # no lease check: this is one
+            return hashlib.sha256(data).hexdigest()
+
+        return self._cas(key, if_match, if_none_match, change)
+
+    def delete_if(self, key: str, etag: str) -> None:
+        self._cas(key, etag, False, lambda: self._target(key).unlink())
+
     def keys(self, prefix: str) -> list[str]:
         """Keys below ``prefix`` (a directory-like prefix), sorted; hidden partial files excluded."""
         base = self._path(prefix or ".", allow_root=True)
@@ -108,6 +180,21 @@ class LocalStore:
             return []
         return sorted(str(p.relative_to(self.root)) for p in base.rglob("*")
                       if p.is_file() and not p.name.startswith("."))
+
+
+def tar_size_bound(root: Path) -> int:
+    """An upper bound of the size of ``root``'s tar stream (content rounded to 512-byte blocks,
+    a header block plus room for a PAX header per entry, the end-of-archive blocks), to plan
+    its parts before streaming it."""
+    total = 2 * 512 + 20 * 512
+    for dirpath, dirnames, filenames in os.walk(root):
+        total += 3 * 512 * (1 + len(dirnames) + len(filenames))
+        for name in filenames:
+            try:
+                total += -(-os.lstat(os.path.join(dirpath, name)).st_size // 512) * 512
+            except OSError:
+                pass
+    return total
 
 
 # ------------------------------------------------------------------------------------------
@@ -127,12 +214,15 @@ class S3Store:
     kind = "s3"
 
     def __init__(self, client, bucket: str, part_size: int = 16 * MiB, concurrency: int = 4):
-        if part_size < 5 * MiB:
+        if part_size < MIN_PART:
             raise ValueError("S3 multipart parts must be at least 5 MiB")
         self.client = client
         self.bucket = bucket
         self.part_size = part_size
         self.concurrency = concurrency
+        # Called before every part and before a multipart upload is completed (the delivery
+        # sets it to its lease check, so a writer that lost its lease stops within one part).
+        self.guard = None
 
     def url(self, key: str) -> str:
         return f"s3://{self.bucket}/{key}"
@@ -152,24 +242,25 @@ class S3Store:
 
         def produce(sink):
             with open(path, "rb") as src:
-                while block := src.read(self.part_size):
+                while block := src.read(8 * MiB):
                     sink.write(block)
 
-        return self._multipart(key, produce, media_type)
+        return self._multipart(key, produce, media_type, size)
 
     def put_tree(self, key: str, root: Path) -> StoredObject:
-        return self._multipart(key, lambda sink: write_tar(root, sink), "application/x-tar")
+        return self._multipart(key, lambda sink: write_tar(root, sink), "application/x-tar", tar_size_bound(root))
 
-    def _multipart(self, key: str, produce, media_type: str) -> StoredObject:
+    def _multipart(self, key: str, produce, media_type: str, expected_size: int) -> StoredObject:
+        part_size, concurrency = plan_parts(expected_size, self.part_size, self.concurrency)
         upload = self.client.create_multipart_upload(Bucket=self.bucket, Key=key, ContentType=media_type,
                                                      ChecksumAlgorithm="SHA256")
         upload_id = upload["UploadId"]
         parts: list[dict] = []
         part_digests: dict[int, bytes] = {}
         futures: list[Future] = []
-        slots = threading.BoundedSemaphore(self.concurrency)
+        slots = threading.BoundedSemaphore(concurrency)
         counter = [0]
-        pool = ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix="s3part")
+        pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="s3part")
 
         def upload_part(number: int, data: bytes) -> None:
             try:
@@ -184,11 +275,19 @@ class S3Store:
 
         def emit(data: bytes) -> None:
             slots.acquire()  # bounded: at most `concurrency` parts in memory and in flight
+            for fut in futures:
+                if fut.done() and fut.exception() is not None:
+                    raise fut.exception()   # stop producing once a part has failed
+            if counter[0] >= MAX_PARTS:
+                raise StoreError(f"{self.url(key)}: more than {MAX_PARTS} parts of {part_size} bytes; the "
+                                 f"stream outgrew its planned size of {expected_size} bytes")
+            if self.guard is not None:
+                self.guard()
             counter[0] += 1
             futures.append(pool.submit(upload_part, counter[0], data))
 
         try:
-            sink = HashingSink(emit, self.part_size)
+            sink = HashingSink(emit, part_size)
             produce(sink)
             sink.close()
             if counter[0] == 0:  # empty stream: S3 needs at least one part
@@ -196,6 +295,8 @@ class S3Store:
             for fut in futures:
                 fut.result()
             parts.sort(key=lambda p: p["PartNumber"])
+            if self.guard is not None:
+                self.guard(force=True)   # the completion is what makes the object visible
             resp = self.client.complete_multipart_upload(Bucket=self.bucket, Key=key, UploadId=upload_id,
                                                          MultipartUpload={"Parts": parts})
         except BaseException:
@@ -236,6 +337,55 @@ class S3Store:
 
     def delete(self, key: str) -> None:
         self.client.delete_object(Bucket=self.bucket, Key=key)
+
+    # -- conditional operations (leases and the manifest commit) ------------------------------
+    # S3 conditional writes: If-None-Match: * creates only if absent, If-Match: <ETag> replaces
+    # only the version read. AWS S3, MinIO, Ceph RGW and moto (>= 5.0.x) answer 412 (or 409 for
+    # a concurrent conditional write) when the condition fails.
+    @staticmethod
+    def _precondition(exc) -> bool:
+        err = exc.response.get("Error", {})
+        return err.get("Code") in ("PreconditionFailed", "ConditionalRequestConflict") or \
+            exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") in (409, 412)
+
+    def read_tagged(self, key: str) -> tuple[bytes, str] | None:
+        from botocore.exceptions import ClientError
+
+        try:
+            resp = self.client.get_object(Bucket=self.bucket, Key=key)
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+                return None
+            raise
+        return resp["Body"].read(), resp["ETag"]
+
+    def put_if(self, key: str, data: bytes, *, if_match: str | None = None, if_none_match: bool = False,
+               media_type: str = "application/octet-stream") -> str:
+        from botocore.exceptions import ClientError
+
+        cond = {"IfNoneMatch": "*"} if if_none_match else {}
+        if if_match is not None:
+            cond["IfMatch"] = if_match
+        digest = hashlib.sha256(data).digest()
+        try:
+            resp = self.client.put_object(Bucket=self.bucket, Key=key, Body=data, ContentType=media_type,
+                                          ChecksumAlgorithm="SHA256", ChecksumSHA256=_b64(digest), **cond)
+        except ClientError as exc:
+            if self._precondition(exc) or (if_match and exc.response.get("Error", {}).get("Code") == "NoSuchKey"):
+                raise PreconditionFailed(f"{self.url(key)}: conditional write refused "
+                                         f"({exc.response.get('Error', {}).get('Code')})") from exc
+            raise
+        return resp["ETag"]
+
+    def delete_if(self, key: str, etag: str) -> None:
+        from botocore.exceptions import ClientError
+
+        try:
+            self.client.delete_object(Bucket=self.bucket, Key=key, IfMatch=etag)
+        except ClientError as exc:
+            if self._precondition(exc) or exc.response.get("Error", {}).get("Code") == "NoSuchKey":
+                raise PreconditionFailed(f"{self.url(key)}: conditional delete refused") from exc
+            raise
 
     def keys(self, prefix: str) -> list[str]:
         out = []

@@ -229,6 +229,13 @@ class CasaStageOperator(KubernetesPodOperator):
     def cleanup(self, pod, remote_pod):
         """Tell the failure classes apart when a pod ends (exit code, OOMKilled, deadline)."""
         failure = res.pod_failure_class(remote_pod)
+        try:   # provenance: the image (and digest) the stage ran, for the delivery manifest
+            from .workflow import record_image
+
+            record_image(self.resolve_workspace(self._context_for_cleanup),
+                         f"{self.task_id}{'.' + str(self.tag) if self.tag not in (None, '') else ''}", self.image, remote_pod)
+        except Exception as exc:  # never let provenance bookkeeping mask the pod's outcome
+            self.log.warning("image provenance not recorded: %s", exc)
         try:
             return super().cleanup(pod, remote_pod)
         except AirflowException as exc:

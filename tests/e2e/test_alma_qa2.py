@@ -223,7 +223,11 @@ def qa2_dag_run(airflow_db, manual_trees, s3_bucket_module, tmp_path_factory):
 def test_qa2_dag_delivers_chunks_tickets_and_manifest(qa2_dag_run):
     assert qa2_dag_run["dr"].state == "success", qa2_dag_run["states"]
     client, bucket = qa2_dag_run["client"], qa2_dag_run["bucket"]
-    prefix = "qa2/2011.0.00229.S/"
+    # one delivery per SB: <project>.<OUS or EB-derived id>/ (never the bare project code)
+    manifests = [o["Key"] for o in client.list_objects_v2(Bucket=bucket, Prefix="qa2/")["Contents"]
+                 if o["Key"].endswith("/delivery_manifest.xml")]
+    assert len(manifests) == 1 and manifests[0].startswith("qa2/2011.0.00229.S."), manifests
+    prefix = manifests[0][: -len("delivery_manifest.xml")]
     keys = {o["Key"][len(prefix):] for o in client.list_objects_v2(Bucket=bucket, Prefix=prefix)["Contents"]}
     assert "2011.0.00229.S_2026_11_22.sha256" in keys and "delivery_manifest.xml" in keys
     assert {"ticket/2011.0.00229.S.ticket.tar", "ticket/2011.0.00229.S.ticket.zip", "casaflow_weblog.tgz"} <= keys

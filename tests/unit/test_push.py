@@ -73,12 +73,12 @@ def test_s3_push_multipart_verified_and_idempotent(s3_bucket, products):
 def test_failed_push_leaves_no_manifest(s3_bucket, products, tmp_path):
     client, bucket = s3_bucket
     hook = ProductStoreHook(f"s3://{bucket}/d", part_size_mib=5)
-    hook.push(products, INFO)
+    hook.push(products, INFO, "ds-1")
     broken = products + [delivery.Item(tmp_path / "vanished.fits", "vanished.fits", "export")]
     with pytest.raises(FileNotFoundError):
-        hook.push(broken, INFO)
+        hook.push(broken, INFO, "ds-1")
     listed = [o["Key"] for o in client.list_objects_v2(Bucket=bucket, Prefix="d/").get("Contents", [])]
-    assert "d/delivery_manifest.xml" not in listed
+    assert "d/ds-1/delivery_manifest.xml" not in listed and "d/ds-1/img.fits" in listed
     assert client.list_multipart_uploads(Bucket=bucket).get("Uploads", []) == []
 
 
