@@ -12,6 +12,7 @@ import json
 import time
 from pathlib import Path
 
+from . import cost as costs
 from .archive import write_tgz
 
 STYLE = """
@@ -51,12 +52,31 @@ def _stage_rows(results: list[dict]) -> str:
         warn = "<br>".join(_e(w) for w in r.get("warnings", []))
         detail = f"<pre>{_e(r.get('message', ''))}</pre>" if r.get("status") != "success" else ""
         secs = (r.get("timings") or {}).get("seconds")
+        c = r.get("cost") or {}
+        cpu = "" if c.get("cpu_seconds") is None else f"{c['cpu_seconds']:.1f}"
         rows.append(f"<tr class='{_e(r.get('status'))}'><td>{_e(r.get('_name'))}</td><td>{_e(r.get('status'))}"
                     f"{' (' + _e(r.get('failure_class')) + ')' if r.get('failure_class') else ''}</td>"
                     f"<td>{qa}</td><td>{msgs}{detail}</td><td class='{'warn' if warn else ''}'>{warn}</td>"
-                    f"<td>{'' if secs is None else f'{secs:.1f}'}</td></tr>")
+                    f"<td>{'' if secs is None else f'{secs:.1f}'}</td><td>{cpu}</td>"
+                    f"<td>{_e(costs.human_bytes(c.get('peak_rss_bytes')))}</td></tr>")
     return ("<table><tr><th>stage</th><th>status</th><th>QA</th><th>QA messages / error</th><th>warnings</th>"
-            "<th>s</th></tr>" + "".join(rows) + "</table>")
+            "<th>wall s</th><th>CPU s</th><th>peak RSS</th></tr>" + "".join(rows) + "</table>")
+
+
+def _cost_section(results: list[dict]) -> str:
+    """The run's totals: core-hours, wall time, peak memory per stage class."""
+    t = costs.run_totals(results)
+    rows = [["CPU (core-hours)", f"{t['core_hours']:.4f}"],
+            ["elapsed, first stage start to last stage end (s)", f"{t['elapsed_seconds']:.1f}"],
+            ["sum of stage wall times (s)", f"{t['stage_wall_seconds']:.1f}"]]
+    rows += [[f"peak RSS, {_e(cls)} stages", _e(costs.human_bytes(v))]
+             for cls, v in sorted(t["peak_rss_by_class"].items())]
+    if t["unmeasured"]:
+        rows.append(["stages without a cost record", str(t["unmeasured"])])
+    return ("<h2>Cost</h2>" + _table(["", "total"], rows) +
+            "<p>CPU is the worker process's and its children's user + system time; peak RSS is the larger of "
+            "the worker's own peak and the largest single child's (children's peaks are not summed). "
+            "Stages still running (this weblog, the delivery) are not included.</p>")
 
 
 def _thumbnails(casa, workspace: Path, targets: list[dict], outdir: Path) -> str:
@@ -113,6 +133,7 @@ def render(workspace: Path, title: str, casa=None) -> Path:
             f"<li>{_e(r['_name'])}: {_e(r.get('message', '')).splitlines()[0] if r.get('message') else ''}</li>"
             for r in failed) + "</ul></div>")
     parts.append("<h2>Stages</h2>" + _stage_rows(results))
+    parts.append(_cost_section(results))
     cube = ctx.get("cube_targets")
     if cube:
         parts.append("<h2>Imaging targets</h2>" + _table(

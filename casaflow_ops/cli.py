@@ -3,7 +3,7 @@
     casaflow demo [--workflow vlass|alma] [--preset small] [--s3] [--stop]
     casaflow runtime up [--port 8080] [--s3] | down | status
     casaflow simulate vlass|alma|manual-tree --out DIR [--preset tiny] [--shape multi|single]
-    casaflow status --catalog CATALOG [--destination DEST] [--json]
+    casaflow status --catalog CATALOG [--destination DEST] [--json] [--estimate [--parallel N]]
     casaflow tarsplit PACKAGE --out DIR --chunk-size 4G --date YYYY-MM-DD
     casaflow tarjoin CHECKSUM_FILE --out DIR
     casaflow janitor --namespace NS [--older-than-minutes 30] [--dry-run]
@@ -47,6 +47,9 @@ def main(argv: list[str] | None = None) -> int:
     st.add_argument("--catalog", required=True, help="the input catalog (path or s3://bucket/key)")
     st.add_argument("--destination", default="", help="products destination (default: the runtime's / deployment's)")
     st.add_argument("--json", action="store_true")
+    st.add_argument("--estimate", action="store_true",
+                    help="also estimate core-hours and wall time of the remaining datasets from the delivered ones")
+    st.add_argument("--parallel", type=int, default=1, help="with --estimate: workflow runs at once (default 1)")
     ts = sub.add_parser("tarsplit", help="split a package into transfer chunks with a SHA-256 list")
     ts.add_argument("package")
     ts.add_argument("--out", required=True)
@@ -141,7 +144,18 @@ def _status(args) -> int:
     except (CatalogError, InputError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    print(json.dumps(rows, indent=1) if args.json else status.render(rows))
+    if args.parallel < 1:
+        print(f"error: --parallel: expected at least 1, got {args.parallel}", file=sys.stderr)
+        return 2
+    if args.json:
+        out = {"datasets": rows, "cost": status.cost_summary(rows)} if args.estimate else rows
+        if args.estimate:
+            out["estimate"] = status.campaign_estimate(rows, args.parallel)
+        print(json.dumps(out, indent=1))
+    else:
+        print(status.render(rows))
+        if args.estimate:
+            print(status.render_estimate(status.campaign_estimate(rows, args.parallel)))
     return 0
 
 
