@@ -57,7 +57,11 @@ def run_totals(results: list[dict]) -> dict:
     cpu = wall = 0.0
     peaks: dict[str, int] = {}
     starts, ends, unmeasured, measured = [], [], 0, 0
+    from .qa import REVIEW_STAGE
+
     for r in results:
+        if r.get("stage") == REVIEW_STAGE:     # a person's decision, not compute
+            continue
         c = r.get("cost")
         if not c:
             unmeasured += 1

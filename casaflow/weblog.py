@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import html
 import json
+import os
 import time
 from pathlib import Path
 
@@ -24,6 +25,7 @@ padding:.5em 1em;margin-bottom:1em} .warn{background:#fff6d6} img.thumb{width:15
 
 
 WEBLOG_STAGES = ("vlass-weblog", "run-weblog")   # not listed in the page they render
+REVIEW_START, REVIEW_END = "<!--qa-review-->", "<!--/qa-review-->"
 
 
 def _load(path: Path):
@@ -132,6 +134,7 @@ def render(workspace: Path, title: str, casa=None) -> Path:
         parts.append("<div class='banner'><b>Failures:</b><ul>" + "".join(
             f"<li>{_e(r['_name'])}: {_e(r.get('message', '')).splitlines()[0] if r.get('message') else ''}</li>"
             for r in failed) + "</ul></div>")
+    parts.append(REVIEW_START + _review_section(workspace) + REVIEW_END)
     parts.append("<h2>Stages</h2>" + _stage_rows(results))
     parts.append(_cost_section(results))
     cube = ctx.get("cube_targets")
@@ -179,6 +182,51 @@ def render(workspace: Path, title: str, casa=None) -> Path:
     parts.append("</body></html>")
     index = out / "index.html"
     index.write_text("\n".join(parts))
+    return index
+
+
+def _review_section(workspace: Path) -> str:
+    """The QA review's decision (results/qa-review.json, written by the review step), or ''."""
+    from .qa import REVIEW_STAGE
+
+    r = _load(Path(workspace) / "results" / f"{REVIEW_STAGE}.json")
+    if not r:
+        return ""
+    o = r.get("outputs") or {}
+    score = "none" if o.get("score") is None else f"{o['score']:.2f}"
+    rows = [["decision", _e(o.get("decision", ""))], ["reviewer", _e(o.get("reviewer") or "")],
+            ["reason", _e(o.get("reason") or "")], ["QA score (threshold)", f"{score} ({_e(o.get('threshold'))})"],
+            ["mode", _e(o.get("mode", ""))], ["decided", _e(o.get("decided_at", ""))]]
+    cls = "banner" if r.get("status") != "success" else ""
+    return (f"<div class='{cls}'><h2>QA review: {_e(o.get('decision', ''))}</h2>" + _table(["", ""], rows) +
+            ("<p>Not delivered.</p>" if r.get("status") != "success" else "") + "</div>")
+
+
+def add_review(workspace: Path) -> Path | None:
+    """Put the review's decision into an already rendered weblog (its section between the markers)
+    and re-pack the weblog tarballs the weblog stage made, so the page people open and the delivered
+    tarball both show it. None when the run has no weblog."""
+    from .qa import REVIEW_STAGE
+
+    ws = Path(workspace)
+    index = ws / "weblog" / "index.html"
+    if not index.is_file():
+        return None
+    page = index.read_text()
+    start, end = page.find(REVIEW_START), page.find(REVIEW_END)
+    if start < 0 or end < start:
+        raise ValueError(f"{index}: no QA review markers (rendered by an older casaflow); re-run the weblog stage")
+    page = page[:start + len(REVIEW_START)] + _review_section(ws) + page[end:]
+    tmp = index.with_name(f".{index.name}.{os.getpid()}.tmp")
+    tmp.write_text(page)
+    os.replace(tmp, index)
+    for res in sorted((ws / "results").glob("*.json")):
+        r = _load(res)
+        if not r or r.get("stage") not in WEBLOG_STAGES or r.get("stage") == REVIEW_STAGE:
+            continue
+        for p in r.get("products", []):
+            if p.get("role") == "weblog" and p["path"].endswith(".tgz"):
+                tarball(ws, ws / p["path"])
     return index
 
 

@@ -40,6 +40,7 @@ class Runtime:
     user: str = "admin"
     password: str = ""
     products: str = ""
+    extra_dags: str = ""     # another DAG folder parsed beside dags/ (tests: tests/dags)
 
     @property
     def url(self) -> str:
@@ -93,6 +94,11 @@ class Runtime:
             "CASAFLOW_OMP_THREADS": env.get("CASAFLOW_OMP_THREADS", "1"),
             "PYTHONPATH": str(REPO),
         })
+        if self.extra_dags:
+            bundle = "airflow.dag_processing.bundles.local.LocalDagBundle"
+            env["AIRFLOW__DAG_PROCESSOR__DAG_BUNDLE_CONFIG_LIST"] = json.dumps([
+                {"name": "dags-folder", "classpath": bundle, "kwargs": {}},
+                {"name": "extra-dags", "classpath": bundle, "kwargs": {"path": self.extra_dags}}])
         if self.s3_port:
             env["AIRFLOW_CONN_CASAFLOW_S3"] = json.dumps({
                 "conn_type": "aws", "login": "casaflow-local", "password": "casaflow-local",
@@ -216,7 +222,9 @@ def default_home() -> Path:
     return Path(os.environ.get("CASAFLOW_RUNTIME_DIR", REPO / ".casaflow" / "runtime"))
 
 
-def create(home: Path | None = None, port: int = 8080, with_s3: bool = False, s3_port: int = 9000) -> Runtime:
+def create(home: Path | None = None, port: int = 8080, with_s3: bool = False, s3_port: int = 9000,
+           extra_dags: Path | None = None) -> Runtime:
+    """``extra_dags``: a DAG folder parsed beside the repository's dags/ (the tests' DAGs)."""
     home = home or default_home()
     if (home / "runtime.json").exists():
         rt = Runtime.load(home)
@@ -227,7 +235,8 @@ def create(home: Path | None = None, port: int = 8080, with_s3: bool = False, s3
         return rt
     products = f"s3://{S3_BUCKET}/deliveries" if with_s3 else str(home.parent / "products")
     rt = Runtime(home=home, port=port, s3_port=s3_port if with_s3 else None,
-                 password=secrets.token_urlsafe(12), products=products)
+                 password=secrets.token_urlsafe(12), products=products,
+                 extra_dags=str(Path(extra_dags).resolve()) if extra_dags else "")
     rt.save()
     return rt
 

@@ -11,7 +11,9 @@ from __future__ import annotations
 
 from airflow.sdk import DAG, Param, task
 
+from operators.assets import delivery_alias, emit_delivery
 from operators.casa_stage import CasaStageOperator
+from operators.qa_review import QAReviewOperator, qa_review_params
 from operators.workflow import (
     LOCATION,
     common_params,
@@ -59,6 +61,7 @@ with DAG(
                               title="Products directory",
                               description="Name of the products directory in the run's workspace."),
         **common_params(),
+        **qa_review_params(),
     },
 ) as dag:
 
@@ -78,13 +81,15 @@ with DAG(
     weblog = CasaStageOperator(task_id="weblog", stage="run-weblog", trigger_rule="all_done",
                                stage_params={"title": "ALMA exportdata {{ run_id }}"})
 
-    @task
+    @task(outlets=[delivery_alias("alma_exportdata")])
     def push(**context) -> dict:
         """Push the products directory and casaflow's weblog of the run; the delivery manifest goes last."""
         result = context["ti"].xcom_pull(task_ids="exportdata")
         dataset_id = context["params"].get("dataset_id") or result["outputs"]["oussid"]
-        return push_products(context, dataset_id, [result["outputs"]["products_dir"]],
-                             [("casaflow_weblog/weblog.tgz", "casaflow_weblog.tgz")])
+        delivered = push_products(context, dataset_id, [result["outputs"]["products_dir"]],
+                                  [("casaflow_weblog/weblog.tgz", "casaflow_weblog.tgz")])
+        emit_delivery(context, delivered)
+        return delivered
 
     inputs >> exportdata >> weblog
-    [exportdata, weblog] >> push()
+    [exportdata, weblog] >> QAReviewOperator() >> push()

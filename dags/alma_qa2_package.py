@@ -16,7 +16,9 @@ from pathlib import Path
 import pendulum
 from airflow.sdk import DAG, Param, task
 
+from operators.assets import delivery_alias, emit_delivery
 from operators.casa_stage import CasaStageOperator
+from operators.qa_review import QAReviewOperator, qa_review_params
 from operators.workflow import (
     LOCATION,
     common_params,
@@ -60,6 +62,7 @@ with DAG(
         "transfer_date": Param("", type="string", pattern=r"^$|^\d{4}-\d{2}-\d{2}$", title="Transfer date",
                                description="Date in the chunk names (YYYY-MM-DD). Empty: the run's date."),
         **common_params(),
+        **qa_review_params(),
     },
 ) as dag:
 
@@ -106,13 +109,15 @@ with DAG(
     weblog = CasaStageOperator(task_id="weblog", stage="run-weblog", trigger_rule="all_done",
                                stage_params={"title": "ALMA QA2 package {{ params.project_code }} {{ run_id }}"})
 
-    @task
+    @task(outlets=[delivery_alias("alma_qa2_package")])
     def push(**context) -> dict:
         """Push the transfer chunks, their checksums and the ticket files; the delivery manifest last."""
         params = context["params"]
         extra = [(f"package/{params['project_code']}.ticket.{ext}", f"ticket/{params['project_code']}.ticket.{ext}")
                  for ext in ("tar", "zip")] + [("casaflow_weblog/weblog.tgz", "casaflow_weblog.tgz")]
-        return push_products(context, params.get("dataset_id") or params["project_code"], ["transfer"], extra)
+        delivered = push_products(context, params.get("dataset_id") or params["project_code"], ["transfer"], extra)
+        emit_delivery(context, delivered)
+        return delivered
 
     inputs >> package >> split >> weblog
-    [split, weblog] >> push()
+    [split, weblog] >> QAReviewOperator() >> push()
