@@ -2,7 +2,9 @@
 
 **Deliveries.** Each delivery emits one asset event on the asset of its workflow and products
 destination (``delivery_asset``), so an archive's ingest DAG can be scheduled on casaflow's
-deliveries: ``schedule=[delivery_asset("vlass_se_cube", "s3://archive/vlass")]``. The event's
+deliveries: ``schedule=[delivery_asset("vlass_se_cube", "s3://archive/vlass")]``, reading the events as
+``context["triggering_asset_events"][delivery_asset(...)]`` (iterating the mapping's values would
+also list each event under the alias it was emitted through: twice). The event's
 ``extra`` carries ``dataset_id``, ``manifest`` (the delivery manifest's URL), ``destination``,
 ``dag_id``, ``run_id`` and ``objects``. The destination is a run Param, so a DAG's push task
 declares an AssetAlias (``delivery_alias``) and attaches the event to the right asset at run time
@@ -80,17 +82,17 @@ def inputs_trigger_dag(workflow: str, description: str):
             from airflow.sdk.exceptions import AirflowFailException
 
             out = []
-            for asset_events in context["triggering_asset_events"].values():
-                for ev in sorted(asset_events, key=lambda e: e.timestamp):
-                    extra = dict(ev.extra or {})
-                    for key in NOT_CONF:
-                        extra.pop(key, None)
-                    if not extra:
-                        raise AirflowFailException(f"asset event of {ev.timestamp.isoformat()}: extra is empty; "
-                                                   f"expected the {workflow} conf (its inputs and Params)")
-                    # One run per event: the event's time names it (a re-run of this task finds it).
-                    stamp = ev.timestamp.astimezone(dt.timezone.utc).strftime("%Y%m%dT%H%M%S.%fZ")
-                    out.append({"conf": extra, "trigger_run_id": f"asset__{stamp}__{len(out)}"})
+            events = context["triggering_asset_events"][inputs_asset(workflow)]
+            for ev in sorted(events, key=lambda e: e.timestamp):
+                extra = dict(ev.extra or {})
+                for key in NOT_CONF:
+                    extra.pop(key, None)
+                if not extra:
+                    raise AirflowFailException(f"asset event of {ev.timestamp.isoformat()}: extra is empty; "
+                                               f"expected the {workflow} conf (its inputs and Params)")
+                # One run per event: the event's time names it (a re-run of this task finds it).
+                stamp = ev.timestamp.astimezone(dt.timezone.utc).strftime("%Y%m%dT%H%M%S.%fZ")
+                out.append({"conf": extra, "trigger_run_id": f"asset__{stamp}__{len(out)}"})
             log.info("%d run(s) of %s to start", len(out), workflow)
             return out
 

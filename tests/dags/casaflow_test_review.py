@@ -42,9 +42,11 @@ with DAG(
     scored >> weblog >> QAReviewOperator() >> push()
 
 
+DELIVERIES = delivery_asset("casaflow_noop", settings().products_destination)
+
 with DAG(
     dag_id="casaflow_test_ingest",
-    schedule=[delivery_asset("casaflow_noop", settings().products_destination)],
+    schedule=[DELIVERIES],
     start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
     catchup=False,
     max_active_runs=1,
@@ -58,13 +60,13 @@ with DAG(
         from pathlib import Path
 
         seen = []
-        for events in context["triggering_asset_events"].values():
-            for ev in events:
-                manifest = ev.extra["manifest"]
-                path = Path(manifest.removeprefix("file://"))
-                seen.append({"dataset_id": ev.extra["dataset_id"], "manifest": manifest,
-                             "manifest_bytes": path.stat().st_size if path.is_file() else None,
-                             "source_run_id": ev.source_run_id})
+        # By the asset: the mapping also lists each event under the alias it was emitted through.
+        for ev in context["triggering_asset_events"][DELIVERIES]:
+            manifest = ev.extra["manifest"]
+            path = Path(manifest.removeprefix("file://"))
+            seen.append({"dataset_id": ev.extra["dataset_id"], "manifest": manifest,
+                         "manifest_bytes": path.stat().st_size if path.is_file() else None,
+                         "source_run_id": ev.source_run_id})
         print("INGEST " + json.dumps(seen))
         return seen
 
