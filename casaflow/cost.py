@@ -102,10 +102,11 @@ def estimate(done: list[dict], remaining: int, parallel: int = 1) -> dict:
 
 
 def human_bytes(n: int | float | None) -> str:
+    """``1536`` -> ``1.5 KiB``; '' for None."""
     if n is None:
         return ""
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if abs(n) < 1024 or unit == "GiB":
+    for unit in ("B", "KiB", "MiB"):
+        if abs(n) < 1024:
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
         n /= 1024
     return f"{n:.1f} GiB"

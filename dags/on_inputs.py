@@ -1,6 +1,7 @@
-"""Airflow DAGs that start workflows on asset events: an upstream system posts an event on a workflow's inputs
-asset (REST ``POST /api/v2/assets/events``, extra = the run's conf) and ``<workflow>__on_inputs``
-triggers one run per event, validated like a manual trigger. See operators/assets.py."""
+"""Airflow DAGs that start workflows on asset events: an upstream system posts an event on a
+workflow's inputs asset (REST ``POST /api/v2/assets/events``, extra = the run's conf) and
+``<workflow>__on_inputs`` triggers one run per event, validated like a manual trigger. See
+operators/assets.py."""
 
 from __future__ import annotations
 
