@@ -1,6 +1,7 @@
 """Benchmark: scheduling a catalog day of N no-op datasets on the embedded runtime.
 
     .venv/bin/python bench/reprocess_scale.py [--datasets 10000] [--parallelism 8] [--timeout 3600]
+                                              [--database sqlite|postgres]
 
 1. Write a catalog with N ``casaflow_noop`` datasets observed on one day (each with its own small
    input file), start the embedded runtime (SQLite, LocalExecutor, real scheduler, api-server,
@@ -10,7 +11,8 @@
    in one deferred trigger.
 3. Measured: wall time from the backfill to the reprocess run's end; runs finished per minute;
    per-run overhead (wall / N x parallelism: the slot time one no-op run costs); the peak RSS of
-   the scheduler process tree (sampled every second); deliveries made.
+   the scheduler process tree (sampled every second); deliveries made; the longest API request
+   (a probe GETs the runs list every 2 s while the day runs, besides the benchmark's own polls).
 
 Target (issue: operations): a 10,000-dataset catalog day. The figures go to
 ``bench/results/reprocess_scale.json`` with the date and machine.
@@ -88,6 +90,8 @@ def main() -> int:
     ap.add_argument("--parallelism", type=int, default=8)
     ap.add_argument("--timeout", type=float, default=3600)
     ap.add_argument("--out", default=str(REPO / "bench" / "results" / "reprocess_scale.json"))
+    ap.add_argument("--database", choices=["sqlite", "postgres"], default="sqlite",
+                    help="the runtime's metadata database (casaflow_ops/pgserver.py for postgres)")
     args = ap.parse_args()
 
     from casaflow_ops import runtime
@@ -115,10 +119,25 @@ def main() -> int:
     with socket.socket() as sock:               # a free port (8793 is Airflow's own log server)
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    rt = runtime.create(home=work / "runtime", port=port)
+    rt = runtime.create(home=work / "runtime", port=port, database=args.database)
     api = runtime.Api(rt)
-    peak = {"rss": 0, "own": 0}
+    peak = {"rss": 0, "own": 0, "api_seconds": 0.0, "api_requests": 0}
     stop = threading.Event()
+    measuring = threading.Event()
+
+    def probe():
+        """The longest API request while the day runs: a GET of the runs list every 2 s."""
+        client = runtime.Api(rt)
+        while not stop.is_set():
+            if measuring.is_set():
+                t = time.monotonic()
+                try:
+                    client.get("/api/v2/dags/casaflow_noop/dagRuns?limit=1")
+                except OSError:
+                    pass
+                peak["api_seconds"] = max(peak["api_seconds"], time.monotonic() - t)
+                peak["api_requests"] += 1
+            time.sleep(2)
 
     def sample():
         while not stop.is_set():
@@ -129,6 +148,7 @@ def main() -> int:
             time.sleep(1)
 
     threading.Thread(target=sample, daemon=True).start()
+    threading.Thread(target=probe, daemon=True).start()
     result: dict = {}
     try:
         rt.up()                     # inside the try: an interrupted start-up is shut down too
@@ -136,6 +156,7 @@ def main() -> int:
             api.wait_for_dag(dag_id)
             api.patch(f"/api/v2/dags/{dag_id}", {"is_paused": False})
         t0 = time.time()
+        measuring.set()
         proc = subprocess.run([str(runtime.BIN / "airflow"), "backfill", "create", "--dag-id", "reprocess_catalog",
                                "--from-date", DAY, "--to-date", DAY, "--dag-run-conf",
                                json.dumps({"catalog": str(catalog), "workflows": ["casaflow_noop"]})],
@@ -156,11 +177,13 @@ def main() -> int:
                 break
             time.sleep(10)
         wall = time.time() - t0
+        measuring.clear()
         delivered = sum(1 for _ in Path(rt.products).glob("*/delivery_manifest.xml"))
         result = {
             "date": dt.date.today().isoformat(), "machine": f"{platform.node()} {os.cpu_count()} cores "
                                                              f"{platform.machine()}, Python {platform.python_version()}",
-            "datasets": args.datasets, "parallelism": args.parallelism, "reprocess_state": state,
+            "datasets": args.datasets, "parallelism": args.parallelism, "database": args.database,
+            "reprocess_state": state,
             "finished_runs": done, "delivered": delivered, "wall_seconds": round(wall, 1),
             "runs_per_minute": round(done / wall * 60, 1) if wall else None,
             "slot_seconds_per_run": round(wall * args.parallelism / done, 2) if done else None,
@@ -168,6 +191,7 @@ def main() -> int:
             "scheduler_tree_peak_rss_mb": round(peak["rss"] / 2**20, 1),   # with the executor's task processes
             "timed_out": wall >= args.timeout,
             "api_polls_timed_out": slow_polls,
+            "longest_api_request_seconds": round(peak["api_seconds"], 2), "api_probe_requests": peak["api_requests"],
             "selection_10000": selection_cost(10000, work),
             "extrapolated_hours_for_10000": round(10000 / (done / wall) / 3600, 1) if done else None,
         }

@@ -51,6 +51,7 @@ class StageResult:
     qa_messages: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     outputs: dict = field(default_factory=dict)   # small, stage-specific, JSON-able
+    cost: dict = field(default_factory=dict)      # casaflow.cost.Meter.stop(): wall, CPU, peak RSS
     params: dict = field(default_factory=dict)
     log: str = ""
     started: float = field(default_factory=time.time)

@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import html
 import json
+import os
 import time
 from pathlib import Path
 
+from . import cost as costs
 from .archive import write_tgz
 
 STYLE = """
@@ -23,6 +25,7 @@ padding:.5em 1em;margin-bottom:1em} .warn{background:#fff6d6} img.thumb{width:15
 
 
 WEBLOG_STAGES = ("vlass-weblog", "run-weblog")   # not listed in the page they render
+REVIEW_START, REVIEW_END = "<!--qa-review-->", "<!--/qa-review-->"
 
 
 def _load(path: Path):
@@ -51,12 +54,31 @@ def _stage_rows(results: list[dict]) -> str:
         warn = "<br>".join(_e(w) for w in r.get("warnings", []))
         detail = f"<pre>{_e(r.get('message', ''))}</pre>" if r.get("status") != "success" else ""
         secs = (r.get("timings") or {}).get("seconds")
+        c = r.get("cost") or {}
+        cpu = "" if c.get("cpu_seconds") is None else f"{c['cpu_seconds']:.1f}"
         rows.append(f"<tr class='{_e(r.get('status'))}'><td>{_e(r.get('_name'))}</td><td>{_e(r.get('status'))}"
                     f"{' (' + _e(r.get('failure_class')) + ')' if r.get('failure_class') else ''}</td>"
                     f"<td>{qa}</td><td>{msgs}{detail}</td><td class='{'warn' if warn else ''}'>{warn}</td>"
-                    f"<td>{'' if secs is None else f'{secs:.1f}'}</td></tr>")
+                    f"<td>{'' if secs is None else f'{secs:.1f}'}</td><td>{cpu}</td>"
+                    f"<td>{_e(costs.human_bytes(c.get('peak_rss_bytes')))}</td></tr>")
     return ("<table><tr><th>stage</th><th>status</th><th>QA</th><th>QA messages / error</th><th>warnings</th>"
-            "<th>s</th></tr>" + "".join(rows) + "</table>")
+            "<th>wall s</th><th>CPU s</th><th>peak RSS</th></tr>" + "".join(rows) + "</table>")
+
+
+def _cost_section(results: list[dict]) -> str:
+    """The run's totals: core-hours, wall time, peak memory per stage class."""
+    t = costs.run_totals(results)
+    rows = [["CPU (core-hours)", f"{t['core_hours']:.4f}"],
+            ["elapsed, first stage start to last stage end (s)", f"{t['elapsed_seconds']:.1f}"],
+            ["sum of stage wall times (s)", f"{t['stage_wall_seconds']:.1f}"]]
+    rows += [[f"peak RSS, {_e(cls)} stages", _e(costs.human_bytes(v))]
+             for cls, v in sorted(t["peak_rss_by_class"].items())]
+    if t["unmeasured"]:
+        rows.append(["stages without a cost record", str(t["unmeasured"])])
+    return ("<h2>Cost</h2>" + _table(["", "total"], rows) +
+            "<p>CPU is the worker process's and its children's user + system time; peak RSS is the larger of "
+            "the worker's own peak and the largest single child's (children's peaks are not summed). "
+            "Stages still running (this weblog, the delivery) are not included.</p>")
 
 
 def _thumbnails(casa, workspace: Path, targets: list[dict], outdir: Path) -> str:
@@ -112,7 +134,9 @@ def render(workspace: Path, title: str, casa=None) -> Path:
         parts.append("<div class='banner'><b>Failures:</b><ul>" + "".join(
             f"<li>{_e(r['_name'])}: {_e(r.get('message', '')).splitlines()[0] if r.get('message') else ''}</li>"
             for r in failed) + "</ul></div>")
+    parts.append(REVIEW_START + _review_section(workspace) + REVIEW_END)
     parts.append("<h2>Stages</h2>" + _stage_rows(results))
+    parts.append(_cost_section(results))
     cube = ctx.get("cube_targets")
     if cube:
         parts.append("<h2>Imaging targets</h2>" + _table(
@@ -158,6 +182,51 @@ def render(workspace: Path, title: str, casa=None) -> Path:
     parts.append("</body></html>")
     index = out / "index.html"
     index.write_text("\n".join(parts))
+    return index
+
+
+def _review_section(workspace: Path) -> str:
+    """The QA review's decision (results/qa-review.json, written by the review step), or ''."""
+    from .qa import REVIEW_STAGE
+
+    r = _load(Path(workspace) / "results" / f"{REVIEW_STAGE}.json")
+    if not r:
+        return ""
+    o = r.get("outputs") or {}
+    score = "none" if o.get("score") is None else f"{o['score']:.2f}"
+    rows = [["decision", _e(o.get("decision", ""))], ["reviewer", _e(o.get("reviewer") or "")],
+            ["reason", _e(o.get("reason") or "")], ["QA score (threshold)", f"{score} ({_e(o.get('threshold'))})"],
+            ["mode", _e(o.get("mode", ""))], ["decided", _e(o.get("decided_at", ""))]]
+    cls = "banner" if r.get("status") != "success" else ""
+    return (f"<div class='{cls}'><h2>QA review: {_e(o.get('decision', ''))}</h2>" + _table(["", ""], rows) +
+            ("<p>Not delivered.</p>" if r.get("status") != "success" else "") + "</div>")
+
+
+def add_review(workspace: Path) -> Path | None:
+    """Put the review's decision into an already rendered weblog (its section between the markers)
+    and re-pack the weblog tarballs the weblog stage made, so the page people open and the delivered
+    tarball both show it. None when the run has no weblog."""
+    from .qa import REVIEW_STAGE
+
+    ws = Path(workspace)
+    index = ws / "weblog" / "index.html"
+    if not index.is_file():
+        return None
+    page = index.read_text()
+    start, end = page.find(REVIEW_START), page.find(REVIEW_END)
+    if start < 0 or end < start:
+        raise ValueError(f"{index}: no QA review markers (rendered by an older casaflow); re-run the weblog stage")
+    page = page[:start + len(REVIEW_START)] + _review_section(ws) + page[end:]
+    tmp = index.with_name(f".{index.name}.{os.getpid()}.tmp")
+    tmp.write_text(page)
+    os.replace(tmp, index)
+    for res in sorted((ws / "results").glob("*.json")):
+        r = _load(res)
+        if not r or r.get("stage") not in WEBLOG_STAGES or r.get("stage") == REVIEW_STAGE:
+            continue
+        for p in r.get("products", []):
+            if p.get("role") == "weblog" and p["path"].endswith(".tgz"):
+                tarball(ws, ws / p["path"])
     return index
 
 

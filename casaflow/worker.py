@@ -5,7 +5,8 @@
 
 * Inputs are read from, and outputs written to, the workspace (the process runs with it as its
   current directory, so CASA's relative paths land there).
-* The result (status, products with sizes, QA, warnings, timings, software versions) is written
+* The result (status, products with sizes, QA, warnings, timings, cost: wall and CPU time and peak
+  RSS of the process tree, see :mod:`casaflow.cost`, software versions) is written
   atomically to ``DIR/results/<stage>[.<tag>].json``, also to ``$CASAFLOW_RESULT_PATH`` when set
   (``/airflow/xcom/return.json`` in a pod), and printed as the last line of stdout.
 * CASA's log goes to ``DIR/logs/<stage>[.<tag>].casa.log``; progress goes to stderr.
@@ -24,6 +25,7 @@ import traceback
 from pathlib import Path
 
 from . import registry
+from .cost import Meter
 from .errors import EXIT_OK, InputError, classify, exit_code_for
 from .result import StageResult
 
@@ -64,8 +66,10 @@ def run_stage(stage_name: str, workspace: Path, raw_params: dict, tag: str | Non
     log_rel = Path("logs") / f"{stage_name}{suffix}.casa.log"
     result = StageResult(stage=stage_name, workspace=str(workspace), log=str(log_rel))
     out_path = result_path(workspace, stage_name, tag)
+    meter = Meter()
     try:
         spec = registry.get(stage_name)
+        meter.resource_class = spec.resource_class
         params = spec.bind(raw_params)
         result.params = params
         workspace.mkdir(parents=True, exist_ok=True)
@@ -93,6 +97,7 @@ def run_stage(stage_name: str, workspace: Path, raw_params: dict, tag: str | Non
             # Kept for the person debugging a science failure; the result carries the message.
             (workspace / "logs").mkdir(exist_ok=True)
             (workspace / "logs" / f"{stage_name}{suffix}.traceback.txt").write_text(traceback.format_exc())
+    result.cost = meter.stop()
     result.finished = time.time()
     if workspace.exists():
         result.write(out_path)

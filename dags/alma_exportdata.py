@@ -12,8 +12,10 @@ from __future__ import annotations
 
 from airflow.sdk import DAG, task
 
+from operators.assets import delivery_alias, emit_delivery
 from operators.casa_stage import CasaStageOperator
 from operators.params import optional, required, setting
+from operators.qa_review import QAReviewOperator, qa_review_params
 from operators.workflow import (
     LOCATION,
     common_params,
@@ -69,6 +71,7 @@ with DAG(
                                                                   "workspace.", type="string",
                                 pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$", section=FORMAT),
         **common_params(),
+        **qa_review_params(),
     },
 ) as dag:
 
@@ -88,14 +91,16 @@ with DAG(
     weblog = CasaStageOperator(task_id="weblog", stage="run-weblog", trigger_rule="all_done",
                                stage_params={"title": "ALMA exportdata {{ run_id }}"})
 
-    @task
+    @task(outlets=[delivery_alias("alma_exportdata")])
     def push(**context) -> dict:
         """Push the products directory and casaflow's weblog of the run; the delivery manifest goes last."""
         result = context["ti"].xcom_pull(task_ids="exportdata")
         dataset_id = context["params"].get("dataset_id") or derived_dataset_id(
             result["outputs"]["oussid"], result["outputs"].get("sessions", {}))
-        return push_products(context, dataset_id, [result["outputs"]["products_dir"]],
-                             [("casaflow_weblog/weblog.tgz", "casaflow_weblog.tgz")])
+        delivered = push_products(context, dataset_id, [result["outputs"]["products_dir"]],
+                                  [("casaflow_weblog/weblog.tgz", "casaflow_weblog.tgz")])
+        emit_delivery(context, delivered)
+        return delivered
 
     inputs >> exportdata >> weblog
-    [exportdata, weblog] >> push()
+    [exportdata, weblog] >> QAReviewOperator() >> push()

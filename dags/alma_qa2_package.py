@@ -16,8 +16,10 @@ from pathlib import Path
 import pendulum
 from airflow.sdk import DAG, task
 
+from operators.assets import delivery_alias, emit_delivery
 from operators.casa_stage import CasaStageOperator
 from operators.params import choice, optional, required, setting
+from operators.qa_review import QAReviewOperator, qa_review_params
 from operators.workflow import (
     LOCATION,
     common_params,
@@ -66,6 +68,7 @@ with DAG(
         "transfer_date": optional("Transfer date", "Date in the chunk names (YYYY-MM-DD). Empty: the run's date.",
                                   pattern=r"^\d{4}-\d{2}-\d{2}$", examples=["2026-03-01"], section=TRANSFER),
         **common_params(),
+        **qa_review_params(),
     },
 ) as dag:
 
@@ -112,7 +115,7 @@ with DAG(
     weblog = CasaStageOperator(task_id="weblog", stage="run-weblog", trigger_rule="all_done",
                                stage_params={"title": "ALMA QA2 package {{ params.project_code }} {{ run_id }}"})
 
-    @task
+    @task(outlets=[delivery_alias("alma_qa2_package")])
     def push(**context) -> dict:
         """Push the transfer chunks, their checksums and the ticket files; the delivery manifest last."""
         params = context["params"]
@@ -120,7 +123,9 @@ with DAG(
                  for ext in ("tar", "zip")] + [("casaflow_weblog/weblog.tgz", "casaflow_weblog.tgz")]
         dataset_id = params.get("dataset_id") or qa2_dataset_id(params["project_code"],
                                                                  context["ti"].xcom_pull(task_ids="package"))
-        return push_products(context, dataset_id, ["transfer"], extra)
+        delivered = push_products(context, dataset_id, ["transfer"], extra)
+        emit_delivery(context, delivered)
+        return delivered
 
     inputs >> package >> split >> weblog
-    [split, weblog] >> push()
+    [split, weblog] >> QAReviewOperator() >> push()

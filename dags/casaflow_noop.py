@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from airflow.sdk import DAG, task
 
+from operators.assets import delivery_alias, emit_delivery
 from operators.casa_stage import CasaStageOperator
 from operators.params import choice, required, setting
 from operators.settings import settings
@@ -55,12 +56,14 @@ with DAG(
     noop = CasaStageOperator(task_id="noop", stage="noop",
                              stage_params={"sleep": "{{ params.sleep }}", "fail_with": "{{ params.fail_with }}"})
 
-    @task
+    @task(outlets=[delivery_alias("casaflow_noop")])
     def push(**context) -> dict:
         """Deliver the input; the delivery manifest goes last."""
         params = context["params"]
         dataset_id = params.get("dataset_id") or params["input"].rsplit("/", 1)[-1]
-        return push_products(context, dataset_id, ["input"])
+        delivered = push_products(context, dataset_id, ["input"])
+        emit_delivery(context, delivered)
+        return delivered
 
     prepare_inputs() >> noop >> push()
 

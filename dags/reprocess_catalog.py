@@ -156,7 +156,7 @@ with DAG(
         deliveries (``_reports/``). Fails the run when a dataset failed."""
         from airflow.sdk.exceptions import AirflowFailException
 
-        from casaflow_ops.status import failure_of, tries_of
+        from casaflow_ops.status import cost_of, failure_of, tries_of
         from hooks.product_store import ProductStoreHook
         from operators.settings import settings
         from operators.workflow import destination
@@ -182,7 +182,9 @@ with DAG(
                 failure = {"failure_class": "unknown", "message": f"failed task(s): {', '.join(failed)}; see their logs"}
             rows.append({"id": t["id"], "workflow": t["workflow"], "observed": t["observed"],
                          "state": "delivered" if head else state, "tries": tries_of(t["run_id"]),
-                         "run_id": t["run_id"], "manifest": head["url"] if head else "", **failure})
+                         "run_id": t["run_id"], "manifest": head["url"] if head else "",
+                         "cost": cost_of(t["workflow"], t["run_id"]) if state in ("success", "failed") else {},
+                         **failure})
         for s in selected["skipped"]:
             rows.append({"id": s["id"], "workflow": s["workflow"], "observed": s["observed"], "state": "skipped",
                          "tries": tries_of(s.get("run_id", "")), "run_id": s.get("run_id", ""),

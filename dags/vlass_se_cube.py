@@ -15,8 +15,10 @@ from __future__ import annotations
 
 from airflow.sdk import DAG, task, task_group
 
+from operators.assets import delivery_alias, emit_delivery
 from operators.casa_stage import CasaStageOperator
 from operators.params import optional, required, setting
+from operators.qa_review import QAReviewOperator, qa_review_params
 from operators.workflow import (
     LOCATION,
     common_params,
@@ -63,6 +65,7 @@ with DAG(
                                     propertyNames={"pattern": r"^[0-9]+(,[0-9]+)*$"},
                                     additionalProperties={"type": "object"}, section=IMAGING),
         **common_params(),
+        **qa_review_params(),
     },
 ) as dag:
 
@@ -125,14 +128,16 @@ with DAG(
     weblog = CasaStageOperator(task_id="weblog", stage="vlass-weblog", trigger_rule="all_done",
                                stage_params={"title": "VLASS-SE-CUBE {{ run_id }}"})
 
-    @task
+    @task(outlets=[delivery_alias("vlass_se_cube")])
     def push(**context) -> dict:
         """Push products/ (FITS, pipeline manifest, parameter lists, weblog.tgz), manifest last."""
         pims = context["ti"].xcom_pull(task_ids="prepare_inputs")["pims"]
         dataset_id = context["params"].get("dataset_id") or pims.rsplit("/", 1)[-1].removesuffix(".ms")
-        return push_products(context, dataset_id, ["products"])
+        delivered = push_products(context, dataset_id, ["products"])
+        emit_delivery(context, delivered)
+        return delivered
 
     delivered = push()
     inputs >> importdata >> editimlist_seip >> transform >> restorepims >> flagtargets >> editimlist_cube
     planes_group >> planes >> analyze >> export >> weblog
-    [export, weblog] >> delivered
+    [export, weblog] >> QAReviewOperator() >> delivered

@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 EXECUTION_MODES = ("local", "kubernetes", "render")
+QA_REVIEW_MODES = ("auto", "required", "never")
+QA_TIMEOUT_OUTCOMES = ("reject", "approve")
 RESOURCE_CLASSES = ("light", "medium", "heavy")
 
 # Requests/limits per stage class. Imaging (tclean on IQUV planes) is heavy; export is light.
@@ -74,6 +76,12 @@ class Settings:
     catalog: str = ""              # the input catalog the reprocessing DAG reads by default
     aws_conn_id: str = "casaflow_s3"
     worker_command: str = ""
+    # QA review before delivery (operators/qa_review.py)
+    qa_review: str = "never"
+    qa_threshold: float = 0.66
+    qa_reviewers: tuple = ()             # Airflow user ids allowed to respond; () = anyone with access
+    qa_review_timeout_minutes: float = 72 * 60
+    qa_review_timeout_outcome: str = "reject"
     # local mode
     omp_threads: int = 1
     # kubernetes mode
@@ -104,6 +112,18 @@ class Settings:
             raise ValueError(f"CASAFLOW_EXECUTION_MODE={mode!r}: expected one of {EXECUTION_MODES}")
         root = env("CASAFLOW_WORKSPACE_ROOT") or str(Path(tempfile.gettempdir()) / "casaflow" / "workspaces")
         resources = {**DEFAULT_RESOURCES, **_json_env("CASAFLOW_RESOURCES", {})}
+        qa_review = env("CASAFLOW_QA_REVIEW", cls.qa_review)
+        if qa_review not in QA_REVIEW_MODES:
+            raise ValueError(f"CASAFLOW_QA_REVIEW={qa_review!r}: expected one of {QA_REVIEW_MODES}")
+        outcome = env("CASAFLOW_QA_REVIEW_TIMEOUT_OUTCOME", cls.qa_review_timeout_outcome)
+        if outcome not in QA_TIMEOUT_OUTCOMES:
+            raise ValueError(f"CASAFLOW_QA_REVIEW_TIMEOUT_OUTCOME={outcome!r}: expected one of {QA_TIMEOUT_OUTCOMES}")
+        threshold = float(env("CASAFLOW_QA_THRESHOLD", str(cls.qa_threshold)))
+        if not 0 <= threshold <= 1:
+            raise ValueError(f"CASAFLOW_QA_THRESHOLD={threshold}: expected a score between 0 and 1")
+        timeout = float(env("CASAFLOW_QA_REVIEW_TIMEOUT_MINUTES", str(cls.qa_review_timeout_minutes)))
+        if timeout <= 0:
+            raise ValueError(f"CASAFLOW_QA_REVIEW_TIMEOUT_MINUTES={timeout}: expected a positive number of minutes")
         return cls(
             execution_mode=mode,
             workspace_root=root,
@@ -112,6 +132,11 @@ class Settings:
             catalog=env("CASAFLOW_CATALOG", ""),
             aws_conn_id=env("CASAFLOW_AWS_CONN_ID", "casaflow_s3"),
             worker_command=env("CASAFLOW_WORKER_COMMAND") or _default_worker_command(),
+            qa_review=qa_review,
+            qa_threshold=threshold,
+            qa_reviewers=tuple(u.strip() for u in env("CASAFLOW_QA_REVIEWERS", "").split(",") if u.strip()),
+            qa_review_timeout_minutes=timeout,
+            qa_review_timeout_outcome=outcome,
             omp_threads=int(env("CASAFLOW_OMP_THREADS", "1")),
             image=env("CASAFLOW_IMAGE", cls.image),
             image_pull_policy=env("CASAFLOW_IMAGE_PULL_POLICY", cls.image_pull_policy),

@@ -27,6 +27,39 @@ def noop(ctx, sleep, fail_with):
     return {"slept": sleep}
 
 
+@stage("burn", params=[
+    Param("cpu_seconds", "float", default=0.0, help="CPU seconds to spend busy in the worker process"),
+    Param("child_cpu_seconds", "float", default=0.0, help="CPU seconds to spend busy in one child process"),
+    Param("child_memory_mb", "int", default=0, help="MiB the child process allocates and touches"),
+    Param("qa_score", "float", default=None, help="record this QA score (tests of the QA review)"),
+])
+def burn(ctx, cpu_seconds, child_cpu_seconds, child_memory_mb, qa_score):
+    """Use CPU and memory on purpose, in the worker and in a child process it waits for (no CASA):
+    exercises the cost accounting (result.json ``cost``) the way a CASA task's subprocess would;
+    can record a given QA score (exercises the QA review)."""
+    import subprocess
+    import sys
+
+    def busy(seconds: float) -> None:
+        end = time.process_time() + seconds
+        while time.process_time() < end:
+            pass
+
+    busy(cpu_seconds)
+    if child_cpu_seconds or child_memory_mb:
+        code = ("import time\n"
+                f"buf = bytearray({child_memory_mb} * 1024 * 1024)\n"
+                "for i in range(0, len(buf), 4096): buf[i] = 1\n"
+                f"end = time.process_time() + {child_cpu_seconds}\n"
+                "while time.process_time() < end: pass\n")
+        subprocess.run([sys.executable, "-c", code], check=True)
+    if qa_score is not None:
+        if not 0 <= qa_score <= 1:
+            raise InputError(f"parameter 'qa_score': expected a score between 0 and 1, got {qa_score}")
+        ctx.qa(qa_score, f"QA score {qa_score} given as a parameter")
+    return {"cpu_seconds": cpu_seconds, "child_cpu_seconds": child_cpu_seconds, "child_memory_mb": child_memory_mb}
+
+
 @stage("inspect-ms", params=[
     Param("vis", "path", required=True, help="MeasurementSet, relative to the workspace"),
     Param("output", "path", default="", help="where to write the JSON summary (default <vis>.summary.json)"),

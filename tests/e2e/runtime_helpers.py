@@ -1,0 +1,69 @@
+"""The embedded runtime with the tests' DAGs (tests/dags) parsed beside dags/, and small REST helpers
+for the QA review and asset tests."""
+
+from __future__ import annotations
+
+import socket
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+TEST_DAGS = Path(__file__).resolve().parent.parent / "dags"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextmanager
+def runtime_with_test_dags(home: Path, dag_ids: list[str]):
+    from casaflow_ops import runtime
+
+    r = runtime.create(home=home, port=free_port(), extra_dags=TEST_DAGS)
+    try:
+        r.up()
+        api = runtime.Api(r)
+        for dag_id in dag_ids:
+            api.wait_for_dag(dag_id, timeout=180)
+            status, body = api.patch(f"/api/v2/dags/{dag_id}", {"is_paused": False})
+            assert status == 200, body
+        yield r, api
+    finally:
+        r.down()
+
+
+def trigger(api, dag_id: str, run_id: str, conf: dict) -> None:
+    status, body = api.post(f"/api/v2/dags/{dag_id}/dagRuns", {"dag_run_id": run_id, "logical_date": None,
+                                                               "conf": conf})
+    assert status == 200, body
+
+
+def run_state(api, dag_id: str, run_id: str) -> str:
+    status, body = api.get(f"/api/v2/dags/{dag_id}/dagRuns/{run_id}")
+    assert status == 200, body
+    return body["state"]
+
+
+def task_states(api, dag_id: str, run_id: str) -> dict[str, str]:
+    status, body = api.get(f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances")
+    assert status == 200, body
+    return {t["task_id"]: t["state"] for t in body["task_instances"]}
+
+
+def wait_for(what: str, fn, timeout: float = 240.0, every: float = 2.0):
+    """Poll ``fn`` until it returns something truthy; its last value in the error otherwise."""
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        last = fn()
+        if last:
+            return last
+        time.sleep(every)
+    raise TimeoutError(f"{what}: not after {timeout:.0f} s (last: {last!r})")
+
+
+def wait_run_done(api, dag_id: str, run_id: str, timeout: float = 240.0) -> str:
+    return wait_for(f"{dag_id} {run_id} finished",
+                    lambda: (s if (s := run_state(api, dag_id, run_id)) in ("success", "failed") else None), timeout)
