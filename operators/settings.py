@@ -65,6 +65,11 @@ class Settings:
     memory_retry_factor: float = 1.5
     memory_retry_cap: str = "64Gi"
     run_as_user: int = 10001
+    # The group shared by worker pods and Airflow's task pods on the workspace volume (fsGroup and
+    # supplemental group of the worker pods; README "Deploy on Kubernetes", workspace ownership).
+    workspace_group: int = 10001
+    # Airflow pool per resource class (empty: Airflow's default pool); the chart creates them.
+    pools: dict = field(default_factory=dict)
 
     @classmethod
     def from_env(cls) -> "Settings":
@@ -96,7 +101,17 @@ class Settings:
             memory_retry_factor=float(env("CASAFLOW_MEMORY_RETRY_FACTOR", str(cls.memory_retry_factor))),
             memory_retry_cap=env("CASAFLOW_MEMORY_RETRY_CAP", cls.memory_retry_cap),
             run_as_user=int(env("CASAFLOW_RUN_AS_USER", str(cls.run_as_user))),
+            workspace_group=int(env("CASAFLOW_WORKSPACE_GROUP", str(cls.workspace_group))),
+            pools=_pools(_json_env("CASAFLOW_POOLS", {})),
         )
+
+
+def _pools(value) -> dict:
+    if not isinstance(value, dict) or set(value) - set(RESOURCE_CLASSES) or \
+            not all(isinstance(v, str) and v for v in value.values()):
+        raise ValueError(f"CASAFLOW_POOLS={json.dumps(value)}: expected an object mapping resource classes "
+                         f"{RESOURCE_CLASSES} to Airflow pool names")
+    return value
 
 
 def settings() -> Settings:
