@@ -104,6 +104,8 @@ class CasaStageOperator(KubernetesPodOperator):
         labels.update({"app.kubernetes.io/name": "casaflow", COMPONENT_LABEL: COMPONENT,
                        "casaflow.org/stage": safe_name(stage)[:63]})
         kwargs["labels"] = labels
+        if res.pool(cfg, resource_class):
+            kwargs.setdefault("pool", res.pool(cfg, resource_class))
         kwargs.setdefault("retries", 2)
         kwargs.setdefault("retry_delay", timedelta(seconds=30))
         kwargs.setdefault("retry_exponential_backoff", True)

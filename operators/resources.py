@@ -27,8 +27,12 @@ def requirements(cfg: Settings, resource_class: str, override: dict | None = Non
 
 
 def pod_security_context(cfg: Settings) -> k8s.V1PodSecurityContext:
+    """Non-root; the workspace group (shared with Airflow's task pods) as fsGroup and supplemental group,
+    so files either side writes (umask 0002, images' entrypoints) stay writable by the other."""
     return k8s.V1PodSecurityContext(run_as_non_root=True, run_as_user=cfg.run_as_user,
-                                    run_as_group=cfg.run_as_user, fs_group=cfg.run_as_user,
+                                    run_as_group=cfg.run_as_user, fs_group=cfg.workspace_group,
+                                    supplemental_groups=[cfg.workspace_group],
+                                    fs_group_change_policy="OnRootMismatch",
                                     seccomp_profile=k8s.V1SeccompProfile(type="RuntimeDefault"))
 
 
@@ -37,6 +41,11 @@ def container_security_context() -> k8s.V1SecurityContext:
                                  allow_privilege_escalation=False, privileged=False,
                                  capabilities=k8s.V1Capabilities(drop=["ALL"]),
                                  seccomp_profile=k8s.V1SeccompProfile(type="RuntimeDefault"))
+
+
+def pool(cfg: Settings, resource_class: str) -> str | None:
+    """The Airflow pool of a resource class (caps how many such pods run at once), None: the default pool."""
+    return cfg.pools.get(resource_class) or None
 
 
 def volumes(cfg: Settings) -> list:

@@ -103,6 +103,11 @@ class Settings:
     allowed_inputs: tuple = ()
     # The no-op workflow and the test DAGs exist only where this is set (CASAFLOW_ENABLE_TEST_DAGS).
     enable_test_dags: bool = False
+    # The group shared by worker pods and Airflow's task pods on the workspace volume (fsGroup and
+    # supplemental group of the worker pods; README "Deploy on Kubernetes", workspace ownership).
+    workspace_group: int = 10001
+    # Airflow pool per resource class (empty: Airflow's default pool); the chart creates them.
+    pools: dict = field(default_factory=dict)
 
     @classmethod
     def from_env(cls) -> "Settings":
@@ -153,7 +158,17 @@ class Settings:
             run_as_user=int(env("CASAFLOW_RUN_AS_USER", str(cls.run_as_user))),
             allowed_inputs=_allowed_inputs(env("CASAFLOW_ALLOWED_INPUTS", "")),
             enable_test_dags=_flag("CASAFLOW_ENABLE_TEST_DAGS"),
+            workspace_group=int(env("CASAFLOW_WORKSPACE_GROUP", str(cls.workspace_group))),
+            pools=_pools(_json_env("CASAFLOW_POOLS", {})),
         )
+
+
+def _pools(value) -> dict:
+    if not isinstance(value, dict) or set(value) - set(RESOURCE_CLASSES) or \
+            not all(isinstance(v, str) and v for v in value.values()):
+        raise ValueError(f"CASAFLOW_POOLS={json.dumps(value)}: expected an object mapping resource classes "
+                         f"{RESOURCE_CLASSES} to Airflow pool names")
+    return value
 
 
 def settings() -> Settings:

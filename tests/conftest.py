@@ -140,11 +140,20 @@ def pytest_sessionfinish(session, exitstatus):
         shutil.rmtree(_BASE, ignore_errors=True)
 
 
+def pytest_terminal_summary(terminalreporter):
+    """Say it loudly when the container tests could not run (tests/containers)."""
+    from tests.containers.engine import engine
+
+    if engine() is None:
+        terminalreporter.write_sep("!", "CONTAINER TESTS DID NOT RUN: no container engine (podman or docker) "
+                                   "on this machine; tests/containers were skipped", red=True, bold=True)
+
+
 # The longest test files start first, so that parallel test workers finish at about the same time
 # (scripts/test has pytest-xdist hand out whole files in collection order). vlass_se_cube builds
 # the VLASS simulation that group_failure waits for; the runtime test (operations) is mostly
 # waiting on its scheduler and overlaps well with CASA, so it starts early too.
-LONGEST_FIRST = ("tests/e2e/test_vlass_se_cube.py", "tests/e2e/test_operations.py",
+LONGEST_FIRST = ("tests/containers/test_worker_image.py", "tests/e2e/test_vlass_se_cube.py", "tests/e2e/test_operations.py",
                  "tests/e2e/test_alma_exportdata.py", "tests/e2e/test_vlass_group_failure.py")
 
 

@@ -3,6 +3,7 @@ Kubernetes 1.33, the Helm chart linted, rendered and validated, failure classes 
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 from importlib import metadata
@@ -81,6 +82,9 @@ def test_every_worker_pod_validates_and_is_hardened(dagbag, dag_id):
         base = next(c for c in spec["containers"] if c["name"] == "base")
         assert spec["securityContext"]["runAsNonRoot"] is True
         assert spec["securityContext"]["seccompProfile"]["type"] == "RuntimeDefault"
+        # The workspace group shared with Airflow's task pods (helm/airflow-values.yaml).
+        assert spec["securityContext"]["fsGroup"] == cfg.workspace_group
+        assert spec["securityContext"]["supplementalGroups"] == [cfg.workspace_group]
         for c in spec["containers"]:     # the XCom sidecar is hardened too
             sc = c["securityContext"]
             assert sc["readOnlyRootFilesystem"] and not sc["allowPrivilegeEscalation"]
@@ -201,16 +205,57 @@ def test_chart_renders_valid_manifests(tmp_path, values):
             "tolerations": [{"key": "imaging", "operator": "Exists", "effect": "NoSchedule"}]}))
     docs = rendered(vf)
     kinds = sorted(d["kind"] for d in docs)
-    expected = ["ConfigMap", "PersistentVolumeClaim", "Role", "RoleBinding", "ServiceAccount", "ServiceAccount"]
-    assert kinds == sorted(expected + ([] if values else ["CronJob"]))
+    expected = ["ConfigMap", "ConfigMap", "PersistentVolumeClaim", "Role", "RoleBinding", "ServiceAccount",
+                "ServiceAccount"]
+    janitor = ["CronJob", "ServiceAccount", "Role", "RoleBinding"]    # on its own account
+    assert kinds == sorted(expected + ([] if values else janitor))
     for d in docs:
         kubernetes_validate.validate(d, K8S, strict=True)
-    role = next(d for d in docs if d["kind"] == "Role")
+    role = next(d for d in docs if d["kind"] == "Role" and d["metadata"]["name"] == "cf-pod-launcher")
     verbs = {r["resources"][0]: set(r["verbs"]) for r in role["rules"]}
     assert verbs["pods"] <= {"create", "get", "list", "watch", "delete", "patch"}
+    if not values:   # the janitor may only list and delete pods, under its own account
+        jrole = next(d for d in docs if d["kind"] == "Role" and d["metadata"]["name"] == "cf-janitor")
+        assert jrole["rules"] == [{"apiGroups": [""], "resources": ["pods"], "verbs": ["list", "delete"]}]
+        binding = next(d for d in docs if d["kind"] == "RoleBinding" and d["metadata"]["name"] == "cf-janitor")
+        cron = next(d for d in docs if d["kind"] == "CronJob")
+        sa = cron["spec"]["jobTemplate"]["spec"]["template"]["spec"]["serviceAccountName"]
+        assert binding["subjects"][0]["name"] == sa == "cf-janitor" and binding["roleRef"]["name"] == "cf-janitor"
     cm = next(d for d in docs if d["kind"] == "ConfigMap")["data"]
     assert cm["CASAFLOW_WORKSPACE_ROOT"] == ("/data/ws" if values else "/casaflow/workspaces")
     assert "secret" not in " ".join(cm).lower()
+    assert json.loads(cm["CASAFLOW_POOLS"]) == {"light": "casaflow-light", "medium": "casaflow-medium",
+                                                 "heavy": "casaflow-imaging"}
+    pools = json.loads(next(d for d in docs if d["metadata"]["name"] == "cf-pools")["data"]["pools.json"])
+    assert pools["casaflow-imaging"]["slots"] == 4
+
+
+def test_chart_notes_name_only_what_the_templates_use():
+    notes = helm_run("install", "cf", str(CHART), "--dry-run=client", "--namespace", "casaflow").stdout
+    notes = notes.split("NOTES:", 1)[1]
+    assert "casaflow-s3-connection" in notes and "AIRFLOW_CONN_CASAFLOW_S3" in notes
+    assert "casaflow-s3-credentials" not in notes and "<no value>" not in notes
+    assert "cf-janitor" in notes and "casaflow-imaging (4" in notes
+    values = yaml.safe_load((CHART / "values.yaml").read_text())
+    used = " ".join(p.read_text() for p in (CHART / "templates").iterdir())
+    def leaves(d, prefix=""):
+        for k, v in d.items():
+            if isinstance(v, dict) and v and k not in ("resources", "nodeSelector", "affinity"):
+                yield from leaves(v, f"{prefix}{k}.")
+            else:
+                yield f"{prefix}{k}"
+    unused = [key for key in leaves(values) if f".Values.{key}" not in used]
+    assert unused == [], unused
+
+
+def test_operators_use_the_pool_of_their_resource_class(monkeypatch):
+    monkeypatch.setenv("CASAFLOW_POOLS", json.dumps({"heavy": "casaflow-imaging", "light": "casaflow-light"}))
+    assert CasaStageOperator(task_id="img", stage="vlass-makeimages", resource_class="heavy").pool == "casaflow-imaging"
+    assert CasaStageOperator(task_id="exp", stage="noop", resource_class="light").pool == "casaflow-light"
+    assert CasaStageOperator(task_id="m", stage="noop", resource_class="medium").pool == "default_pool"
+    monkeypatch.setenv("CASAFLOW_POOLS", json.dumps({"imaging": "x"}))
+    with pytest.raises(ValueError, match="CASAFLOW_POOLS"):
+        Settings.from_env()
 
 
 def test_chart_schema_rejects_bad_values(tmp_path):
