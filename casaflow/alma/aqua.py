@@ -68,17 +68,12 @@ def record_from_context(run) -> dict:
 def record_from_fallback(qa: dict) -> dict:
     """The same input from the documented fallback ``pipeline_qa.json`` (casaflow's own format:
     stages with number, name, topic, start, end, scores; flux rows; flat sensitivity rows; metric
-    percentages kept as percent values)."""
+    values as the pipeline's metric_score, percentages as fractions)."""
     stages = []
     for st in qa.get("stages", []):
         scores = []
         for s in st.get("scores", []):
             m = dict(s.get("metric") or {})
-            if str(m.get("name", "")).startswith("%"):
-                try:
-                    m["value"] = float(m["value"]) / 100.0
-                except (KeyError, TypeError, ValueError):
-                    pass
             sel = s.get("selection") or {}
             scores.append({**s, "metric": m, "selection": {"vis": sel.get("asdm", []), "session": sel.get("session", []),
                                                            "spw": sel.get("spw", []), "intent": sel.get("intent", []),

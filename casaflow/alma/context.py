@@ -269,7 +269,8 @@ def find_images(working: Path, warn) -> list[ImageItem]:
         name = p.name.replace(".tt0", "")
         multiterm = 0
         if parsed["tt"] == 0:
-            while (working / p.name.replace(".tt0", f".tt{multiterm}")).is_dir():
+            plain = p.name.removesuffix(".pbcor")          # count the terms tclean wrote
+            while (working / plain.replace(".tt0", f".tt{multiterm}")).is_dir():
                 multiterm += 1
         root = (parsed["prefix"], parsed["stage"], parsed["sub"], parsed["source"], parsed["code"], parsed["spw"],
                 parsed["specmode"], parsed["datatype"], parsed["stokes"])

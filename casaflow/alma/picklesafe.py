@@ -113,6 +113,12 @@ def _numpy_globals() -> dict:
         out[(mod, "_reconstruct")] = real._reconstruct
         out[(mod, "scalar")] = real.scalar
         out[(mod, "dtype")] = np.dtype
+    try:
+        numeric = importlib.import_module("numpy._core.numeric")
+    except ImportError:                       # numpy 1
+        numeric = importlib.import_module("numpy.core.numeric")
+    for mod in ("numpy._core.numeric", "numpy.core.numeric"):   # protocol-5 arrays: bytes to an array
+        out[(mod, "_frombuffer")] = numeric._frombuffer
     return out
 
 
