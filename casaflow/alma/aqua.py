@@ -291,4 +291,5 @@ def build(ppr, run, ebs: list[str], record: dict, casa_version: str, pipeline_ve
 
 
 def to_bytes(root: etree._Element) -> bytes:
-    return xmlsafe.to_bytes(root)
+    """As ``aqua.export_to_disk`` writes it (minidom pretty-print)."""
+    return xmlsafe.to_reference_bytes(root)

@@ -349,8 +349,8 @@ def _export_images(casa, working, staging, oussid, imtype, explicit, selected, e
     if explicit:
         jobs = [(path, naming.fitsname(path.name)) for path in explicit]
     else:
-        jobs = [(f, naming.fitsname(f.name, item.version)) for item in selected
-                for f in context.image_files(working, item)]
+        jobs = [(working / name, naming.fitsname(name, version)) for item in selected
+                for name, version in context.image_files(working, item)]
     for path, fits in jobs:
         export_image(casa, path, fits, staging)
         ex.images.append((record(fits, f"{imtype}_image"), imtype, fits_keywords(staging / fits, oussid)))

@@ -777,7 +777,7 @@ def old_naming_copy(outdir: Path, working: Path, made: list) -> dict:
         else:
             shutil.copy2(p, dest / p.name)
     (dest / "pipeline_qa.json").write_text((outdir / "pipeline_qa_record.json").read_text())
-    images = []
+    images, expected, unmatched = [], [], []
     for m in made:
         old_root = m["root"].replace(f".{m['root'].split('.')[-3]}.", ".", 1) if m["root"].split(".")[-3] in \
             ("regcal", "selfcal") else m["root"]
@@ -789,7 +789,20 @@ def old_naming_copy(outdir: Path, working: Path, made: list) -> dict:
             new = Path(p).name.replace(".regcal.", ".")
             shutil.copytree(working / p, dest / new)
         images.append(old_root)
-    return {"working": OLD_NAMING_DIR, "images": images}
+        # What the default export of this copy gives: without the datatype part the regcal and
+        # selfcal continuum I images share one product key, which the IQUV image supersedes;
+        # the '_check' images match no rule.
+        e = m["entry"]
+        exported = e["sourcetype"] in {"BANDPASS", "PHASE", "AMPLITUDE", "POLARIZATION", "TARGET"} and not (
+            e["sourcetype"] == "TARGET" and e["stokes"] == "I" and e["specmode"] == "cont")
+        truth = next(t for t in _image_truth(working, [m]))
+        if exported:
+            expected += [_expected_fits(f.replace(m["root"], old_root).replace(".regcal.", "."))
+                         for f in truth["files"]]
+        if e["sourcetype"] == "CHECK":
+            unmatched += [f"{old_root}.{ext}" for ext in ("image", "image.pbcor", "mask", "pb")
+                          if (working / f"{m['root']}.{ext}").exists()]
+    return {"working": OLD_NAMING_DIR, "images": images, "expected_fits": sorted(expected), "unmatched": unmatched}
 
 
 def _flux_csv(path: Path, rows: list[dict]) -> None:
