@@ -21,7 +21,7 @@ from ..pipeline_manifest import PipelineManifest
 from . import aqua, context, flags, naming, pipecontext
 
 HEADER_KEYS = (["object", "obsra", "obsdec", "intent", "specmode", "spw", "virtspw", "spwisvrt"]
-               + [f"{k}{i}" for k in ("naxis", "ctype", "cunit", "crpix", "crval", "cdelt") for i in range(1, 5)]
+               + [f"{k}{i}" for i in range(1, 5) for k in ("naxis", "ctype", "cunit", "crpix", "crval", "cdelt")]
                + ["bmaj", "bmin", "bpa", "robust", "weight", "effbw", "level", "ctrfrq", "obspatt", "arrays",
                   "modifier", "session"])
 DATATYPES = {"flux": "pb", "pbcorimage": "pbcor", "cleanmask": "mask", "singledish": "sd"}
