@@ -266,6 +266,8 @@ def find_images(working: Path, warn) -> list[ImageItem]:
             continue
         if not p.is_dir() or parsed["kind"] != "image" or parsed["tt"] not in (None, 0):
             continue
+        if parsed["stokes"] in ("POLI", "POLA"):        # exported with their IQUV image, not on their own
+            continue
         name = p.name.replace(".tt0", "")
         multiterm = 0
         if parsed["tt"] == 0:
