@@ -1,18 +1,18 @@
-"""What a finished ALMA pipeline run left in its working directory, found from the directory.
+"""What a finished ALMA pipeline run left in its working directory, besides its context.
 
-The reference exporter reads a pickled pipeline context; casaflow reads what the run wrote to
-disk instead, so any working directory can be exported without the pipeline's code:
+The run's own record (MSs and sessions, image lists, QA, flux measurements, sensitivities) is
+its pickled context, read by :mod:`casaflow.alma.pipecontext`. This module finds the rest:
 
 * the **PPR** (``PPR_*.xml`` or the ``pprfile`` pattern): project code, OUS ids, recipe;
-* the **MSs** (``*.ms`` directories): calibration MSs, and the imaging MSs (``*_targets.ms``),
-  with their **sessions** read by msmetadata from the OBSERVATION table's schedule
-  (``Session <name>``; ``session_1`` when absent, as the reference does);
+* the **MSs** (``*.ms`` directories): calibration MSs, and the imaging MSs (``*_targets.ms``);
+  their **sessions** (:func:`assign_sessions`: the ``session`` parameter, else the context's);
 * the **applied calibrations**: the ``applycal`` calls in ``casa_commands.log``, the run's own
   record of what it applied (the last call per vis, field, intent, spw and antenna wins);
-* the **images**, by their ``hif_makeimages`` names (``<ous>.s<N>_<M>.<source>_<type>.spw...``);
-* the **QA record** ``pipeline_qa.json`` (stage scores, flux measurements, sensitivities), the
-  stand-in for the context's results the AQUA report is made from;
-* the weblog (``pipeline-*/html``), ``casa_commands.log`` and ``casa_pipescript.py``.
+* the **images**: the context's image lists (:func:`items_from_imlist`), or without a context the
+  directory's ``hif_makeimages`` names (:func:`find_images`), and the files of each (:func:`image_files`);
+* without a context, casaflow's fallback QA record ``pipeline_qa.json``;
+* the weblog (``pipeline-*/html``, whose home page names the run's CASA and pipeline versions),
+  ``casa_commands.log`` and ``casa_pipescript.py``.
 """
 
 from __future__ import annotations

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -164,7 +163,6 @@ def restore_script(vises: list[str], sessions: list[str]) -> str:
 
 def run(casa, workspace: Path, working: Path, p: ExportParams, warn, versions: dict) -> dict:
     """Export; returns a summary (names, counts, QA) for the stage result."""
-    t_start = time.time()
     working = Path(working)
     if not working.is_dir():
         raise InputError(f"working directory {working}: not found")

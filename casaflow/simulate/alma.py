@@ -401,7 +401,8 @@ def _image(casa, preset: AlmaPreset, prefix: str, stage: int, source: PointSourc
               "nsessio": len(sessions), **{f"sessio{k + 1:02d}": s for k, s in enumerate(sessions)}}
     kinds = {f"image{tt}": "image", f"image{tt}.pbcor": "pbcorimage", f"pb{tt}": "flux", "mask": "cleanmask"}
     if nterms > 1:
-        kinds.update({"image.tt1": "image", "alpha": "spectral_index", "alpha.error": "spectral_index_error"})
+        kinds.update({"image.tt1": "image", "image.tt1.pbcor": "pbcorimage", "alpha": "spectral_index",
+                      "alpha.error": "spectral_index_error"})
     for ext, kind in kinds.items():
         if not Path(f"{root}.{ext}").exists():
             continue

@@ -143,7 +143,7 @@ def test_sessions_and_caltables_as_the_context_records_them(dag_run, alma_tiny):
     assert got == {sess: [vis] for sess, vis in zip(truth["sessions"], truth["vis"])}
     for sess, vis in zip(truth["sessions"], truth["vis"]):
         with tarfile.open(dag_run["products"] / f"{OUS}.{sess}.caltables.tgz") as tar:
-            assert sorted(tar.getnames()) == sorted(truth["caltables"][vis])
+            assert sorted({n.split("/")[0] for n in tar.getnames()}) == sorted(truth["caltables"][vis])
     # per-EB (check source) images are listed at OUS level, as the reference lists them
     ous = root.find("ous")
     assert not ous.findall("session/asdm/image")

@@ -90,7 +90,7 @@ def test_images_carry_beams_and_recover_the_target_flux(alma_tiny, ct):
         beam = beam["beams"]["*0"]["*0"] if "beams" in beam else beam
         assert beam["major"]["value"] > 0
         ia.close()
-    cont = next(r for r in truth["images"] if ".cont.IQUV." in r)
+    cont = next(r for r in truth["images"] if "_sci." in r and ".cont.regcal.IQUV." in r)
     ia = ct.image()
     ia.open(str(working / f"{cont}.image.pbcor"))
     peak_i = ia.getchunk()[..., 0, 0].max()
