@@ -24,7 +24,7 @@ class PipelineManifest:
                                 {k: str(v) for k, v in attrs.items()})
 
     def to_bytes(self) -> bytes:
-        return xmlsafe.to_bytes(self.root)
+        return xmlsafe.to_reference_bytes(self.root)      # as manifest.PipelineManifest.write does
 
     def write(self, path: Path) -> Path:
         path = Path(path)

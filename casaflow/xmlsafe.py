@@ -46,3 +46,12 @@ def parse_file(path: Path, what: str | None = None) -> etree._Element:
 
 def to_bytes(root: etree._Element) -> bytes:
     return etree.tostring(root, xml_declaration=True, encoding="UTF-8", pretty_print=True)
+
+
+def to_reference_bytes(root: etree._Element) -> bytes:
+    """XML as the reference pipeline writes its manifest and AQUA report: ElementTree's bytes
+    pretty-printed by ``xml.dom.minidom`` ``toprettyxml(indent='  ')`` (declaration
+    ``<?xml version="1.0" ?>``), UTF-8. Only casaflow's own trees are re-parsed here."""
+    from xml.dom import minidom
+
+    return minidom.parseString(etree.tostring(root, encoding="UTF-8")).toprettyxml(indent="  ").encode("utf-8")

@@ -1,18 +1,18 @@
-"""What a finished ALMA pipeline run left in its working directory, found from the directory.
+"""What a finished ALMA pipeline run left in its working directory, besides its context.
 
-The reference exporter reads a pickled pipeline context; casaflow reads what the run wrote to
-disk instead, so any working directory can be exported without the pipeline's code:
+The run's own record (MSs and sessions, image lists, QA, flux measurements, sensitivities) is
+its pickled context, read by :mod:`casaflow.alma.pipecontext`. This module finds the rest:
 
 * the **PPR** (``PPR_*.xml`` or the ``pprfile`` pattern): project code, OUS ids, recipe;
-* the **MSs** (``*.ms`` directories): calibration MSs, and the imaging MSs (``*_targets.ms``),
-  with their **sessions** read by msmetadata from the OBSERVATION table's schedule
-  (``Session <name>``; ``session_1`` when absent, as the reference does);
+* the **MSs** (``*.ms`` directories): calibration MSs, and the imaging MSs (``*_targets.ms``);
+  their **sessions** (:func:`assign_sessions`: the ``session`` parameter, else the context's);
 * the **applied calibrations**: the ``applycal`` calls in ``casa_commands.log``, the run's own
   record of what it applied (the last call per vis, field, intent, spw and antenna wins);
-* the **images**, by their ``hif_makeimages`` names (``<ous>.s<N>_<M>.<source>_<type>.spw...``);
-* the **QA record** ``pipeline_qa.json`` (stage scores, flux measurements, sensitivities), the
-  stand-in for the context's results the AQUA report is made from;
-* the weblog (``pipeline-*/html``), ``casa_commands.log`` and ``casa_pipescript.py``.
+* the **images**: the context's image lists (:func:`items_from_imlist`), or without a context the
+  directory's ``hif_makeimages`` names (:func:`find_images`), and the files of each (:func:`image_files`);
+* without a context, casaflow's fallback QA record ``pipeline_qa.json``;
+* the weblog (``pipeline-*/html``, whose home page names the run's CASA and pipeline versions),
+  ``casa_commands.log`` and ``casa_pipescript.py``.
 """
 
 from __future__ import annotations
@@ -66,22 +66,28 @@ class ApplyCall:
 
 @dataclass
 class ImageItem:
-    """One entry of the image list: a pipeline image and what its name says."""
+    """One entry of the run's image list, with the keys the reference's image library keeps
+    (``ImageItem`` in pipeline/infrastructure/imagelibrary.py): the image name as recorded
+    (``...iter<N>.image`` or ``...iter<N>.image.pbcor``; multi-term images without ``.tt0``)."""
 
-    imagename: str          # base name in the working directory, e.g. ...iter1.image.pbcor
+    imagename: str
     sourcename: str
     sourcetype: str         # BANDPASS, PHASE, ..., TARGET
-    prefix: str
+    prefix: str             # imagename_prefix: OUS status uid, EB or session
     spw: str
     specmode: str
     stokes: str
     stage: int
-    multiterm: bool
+    multiterm: int = 0      # number of Taylor terms, 0 for single-term
+    datatype: str = ""      # the image list's datatype ('REGCAL_CONTLINE_SCIENCE', ...) or the name's part
     version: int = 1
+    antenna: str | None = None
 
-    def key(self, with_stokes: bool = True) -> tuple:
+    def key(self, stokes: str | None = None) -> tuple:
+        """The reference's product key (field, intent, prefix, spws, specmode, stokes, antenna,
+        datatype, version)."""
         return (self.sourcename, self.sourcetype, self.prefix, self.spw, self.specmode,
-                self.stokes if with_stokes else None, self.version)
+                self.stokes if stokes is None else stokes, self.antenna, self.datatype, self.version)
 
 
 # ------------------------------------------------------------------------------------------
@@ -139,7 +145,7 @@ def find_mses(working: Path, vis: list[str]) -> tuple[list[str], list[str]]:
 
 
 def _schedule(casa, vis: Path) -> list[str]:
-    """The OBSERVATION table's schedule entries (``SchedulingBlock ...``, ``ExecBlock ...``, ...)."""
+    """The OBSERVATION table's schedule entries (``SchedulingBlock ...``, ``ExecBlock ...``)."""
     msmd = casa.tool("msmetadata")
     msmd.open(str(vis))
     try:
@@ -150,26 +156,49 @@ def _schedule(casa, vis: Path) -> list[str]:
         msmd.close()
 
 
-def _schedule_entry(casa, vis: Path, key: str) -> str:
-    return next((e.split(None, 1)[1].strip() for e in _schedule(casa, vis) if e.startswith(f"{key} ")), "")
-
-
-def ms_session(casa, vis: Path) -> str:
-    """The session an MS belongs to, from its OBSERVATION schedule; 'session_1' if not recorded."""
-    return _schedule_entry(casa, vis, "Session") or "session_1"
-
-
 def execblock_uid(casa, vis: Path) -> str:
     """The execution block's uid, from the schedule, else from an ALMA-style MS name."""
-    uid = _schedule_entry(casa, vis, "ExecBlock")
+    uid = next((e.split(None, 1)[1].strip() for e in _schedule(casa, vis) if e.startswith("ExecBlock ")), "")
     stem = vis.name.removesuffix(".ms")
     return uid or (naming.fs_to_uid(stem) if naming.UID_FS_RE.match(stem) else "")
 
 
-def assign_sessions(casa, working: Path, vises: list[str], sessions: list[str]) -> dict[str, str]:
+def assign_sessions(vises: list[str], sessions: list[str], run_record, warn) -> dict[str, str]:
+    """Each MS's session as the reference assigns it (``ExportData._get_sessions``): the
+    ``session`` parameter if given (MSs beyond its end go to its last session), else the session
+    the run recorded for the MS in its context (``MeasurementSet.session``; ``session_1`` when
+    the run had none). Without a context, every MS is in ``session_1``, warned."""
     if sessions:
         return dict(zip(vises, naming.session_names(sessions, len(vises))))
-    return {v: ms_session(casa, working / v) for v in vises}
+    if run_record is None:
+        warn("no pipeline context: every MS is exported in session_1 (give 'session' to assign sessions)")
+        return {v: "session_1" for v in vises}
+    out = {}
+    for v in vises:
+        ms = run_record.ms(v)
+        if ms is None:
+            warn(f"{v}: not registered in the pipeline context {run_record.path.name}; exported in session_1")
+        out[v] = ms.session if ms else "session_1"
+    return out
+
+
+def run_versions(weblog: Path | None) -> tuple[str, str]:
+    """(CASA version, pipeline version) the run used, from its weblog's home page
+    (``html/t1-1.html``, rows 'CASA Version' and 'Pipeline Version' of the reference's
+    t1-1.mako); '' for each one not found."""
+    import html as html_lib
+    import re
+
+    page = weblog / "html" / "t1-1.html" if weblog else None
+    if page is None or not page.is_file():
+        return "", ""
+    text = page.read_text(errors="replace")
+
+    def row(label):
+        m = re.search(rf"<th>\s*{label}\s*</th>\s*<td>\s*([^<(]+)", text)
+        return html_lib.unescape(m.group(1)).strip() if m else ""
+
+    return row("CASA Version"), row("Pipeline Version")
 
 
 def ordered_unique(values) -> list:
@@ -229,69 +258,99 @@ def applied_tables(calls: list[ApplyCall], vis: str) -> list[str]:
 
 
 # ------------------------------------------------------------------------------------------
-def find_images(working: Path) -> list[ImageItem]:
-    """The run's image list, in the order the run made them (stage, then name). Per image root
-    only the last iteration counts, and the pb-corrected image is preferred, as the pipeline
-    records it."""
+def find_images(working: Path, warn) -> list[ImageItem]:
+    """The image list of a run without a context, from the directory: one item per image root
+    (the last iteration, the pb-corrected image when there is one), in stage order. A name that
+    looks like a pipeline image but matches no naming rule is warned about, by name."""
     best: dict[tuple, tuple[tuple, ImageItem]] = {}     # image root -> (rank, item)
+    unmatched: list[str] = []
     for p in sorted(working.iterdir()):
         parsed = naming.parse_image_name(p.name)
-        if not parsed or not p.is_dir():
+        if parsed is None:
+            if naming.looks_like_image(p.name) and p.is_dir():
+                unmatched.append(p.name)
             continue
-        if parsed["multiterm"] and parsed["tt"] != ".tt0":
+        if not p.is_dir() or parsed["kind"] != "image" or parsed["tt"] not in (None, 0):
             continue
-        root = (parsed["prefix"], parsed["stage"], parsed["sub"], parsed["source"], parsed["suffix"], parsed["spw"],
-                parsed["specmode"], parsed["stokes"])
-        item = ImageItem(p.name, parsed["source"], parsed["sourcetype"], parsed["prefix"],
+        if parsed["stokes"] in ("POLI", "POLA"):        # exported with their IQUV image, not on their own
+            continue
+        name = p.name.replace(".tt0", "")
+        multiterm = 0
+        if parsed["tt"] == 0:
+            plain = p.name.removesuffix(".pbcor")          # count the terms tclean wrote
+            while (working / plain.replace(".tt0", f".tt{multiterm}")).is_dir():
+                multiterm += 1
+        root = (parsed["prefix"], parsed["stage"], parsed["sub"], parsed["source"], parsed["code"], parsed["spw"],
+                parsed["specmode"], parsed["datatype"], parsed["stokes"])
+        item = ImageItem(name, parsed["source"], parsed["sourcetype"], parsed["prefix"],
                          parsed["spw"].replace("_", ","), parsed["specmode"], parsed["stokes"], parsed["stage"],
-                         parsed["multiterm"])
-        rank = (parsed["iter"], parsed["pbcor"] is not None)
+                         multiterm, parsed["datatype"] or "")
+        rank = (parsed["iter"], parsed["pbcor"])
         old = best.get(root)
         if old is None or rank > old[0]:
             best[root] = (rank, item)
+    for name in unmatched:
+        warn(f"{working / name}: looks like a pipeline image but matches no image naming rule; not exported")
     return [item for _, item in sorted(best.values(), key=lambda ri: (ri[1].stage, ri[1].imagename))]
 
 
+def items_from_imlist(entries: list[dict], stage_of=None) -> list[ImageItem]:
+    """The image list of a context (``calimlist``/``sciimlist``: ImageItem dicts), in order."""
+    out = []
+    for e in entries:
+        name = Path(str(e.get("imagename", ""))).name
+        spw = e.get("spwlist", "")
+        spw = spw if isinstance(spw, str) else ",".join(str(s) for s in spw)
+        parsed = naming.parse_image_name(name) or {}
+        out.append(ImageItem(name, str(e.get("sourcename", "")), str(e.get("sourcetype", "")),
+                             str(e.get("imagename_prefix") or parsed.get("prefix", "")), spw,
+                             str(e.get("specmode", "")), str(e.get("stokes", "")), parsed.get("stage", 0),
+                             int(e.get("multiterm") or 0), str(e.get("datatype") or ""), int(e.get("version") or 1),
+                             e.get("antenna")))
+    return out
+
+
 def select_images(items: list[ImageItem], intents: list[str]) -> list[ImageItem]:
-    """§7.4: keep the latest item per key, walking backwards; for TARGET an IQUV item suppresses
-    the Stokes-I item with the same key; the original order is kept."""
-    chosen: list[ImageItem] = []
-    seen: set = set()
-    iquv_keys = {it.key(with_stokes=False) for it in items if it.sourcetype == "TARGET" and it.stokes == "IQUV"}
+    """The reference's selection: walking backwards, keep the latest item per product key; a
+    TARGET IQUV item removes the Stokes-I item of the same key (PIPE-2465); original order."""
+    chosen: dict[tuple, ImageItem] = {}
+    deleted: list[tuple] = []
     for it in reversed(items):
-        if it.sourcetype not in intents:
-            continue
-        if it.key() in seen:
-            continue
-        if it.sourcetype == "TARGET" and it.stokes == "I" and it.key(with_stokes=False) in iquv_keys:
-            continue
-        seen.add(it.key())
-        chosen.append(it)
-    return list(reversed(chosen))
+        key = it.key()
+        if it.sourcetype == "TARGET" and it.stokes == "IQUV":
+            key_i = it.key(stokes="I")
+            deleted.append(key_i)
+            chosen.pop(key_i, None)
+        if key not in chosen and key not in deleted and it.sourcetype in intents:
+            chosen[key] = it
+    return list(reversed(list(chosen.values())))
 
 
-def image_files(working: Path, item: ImageItem) -> list[Path]:
-    """The files exported for one item (§7.4): the image (all terms, plus alpha for multiterm),
-    the pb, the mask (when the rules allow), and POLI/POLA for POLARIZATION."""
-    name = item.imagename
-    root = name.split(".image")[0]
-    files = []
+def image_files(working: Path, item: ImageItem) -> list[tuple[str, int]]:
+    """The (image, version) names exported for one item, in the reference's order: the image
+    (all Taylor terms, then alpha and alpha.error), the pb, the mask (when the PIPE-2464 rule
+    allows), POLI/POLA for POLARIZATION. Names that do not exist are dropped."""
+    name, v = item.imagename, item.version
+    pbcor = ".pbcor" in name
+    plain = name.replace(".image.pbcor", ".image") if pbcor else name
+    out = []
     if item.multiterm:
-        base = name.replace(".tt0", ".tt{}")
-        k = 0
-        while (working / base.format(k)).exists():
-            files.append(working / base.format(k))
-            k += 1
-        files += [working / f"{root}.alpha", working / f"{root}.alpha.error"]
-        files.append(working / f"{root}.pb.tt0")
+        out += [name.replace(".image", f".image.tt{n}") for n in range(item.multiterm)]
+        out += [plain.replace(".image", ".alpha"), plain.replace(".image", ".alpha") + ".error"]
+        out.append(plain.replace(".image", ".pb.tt0"))
     else:
-        files += [working / name, working / f"{root}.pb"]
-    mask, cleanmask = working / f"{root}.mask", working / f"{root}.cleanmask"
-    if mask.exists() and (not cleanmask.exists() or ("IQUV" in mask.name and "IQUV" in cleanmask.name)):
-        files.append(mask)
-    if item.sourcetype == "POLARIZATION" and "IQUV" in name:
-        files += [working / name.replace("IQUV", "POLI"), working / name.replace("IQUV", "POLA")]
-    return [f for f in files if f.exists()]
+        out += [name, plain.replace(".image", ".pb")]
+    mask, cleanmask = plain.replace(".image", ".mask"), plain.replace(".image", ".cleanmask")
+    if (working / mask).exists() and (not (working / cleanmask).exists() or ("IQUV" in mask and "IQUV" in cleanmask)):
+        out.append(mask)
+    if item.sourcetype == "POLARIZATION":
+        base = name.replace(".pbcor", "") if pbcor else name
+        out += [base.replace("IQUV", kind) for kind in ("POLI", "POLA")]
+    seen = []
+    for n in out:
+        if n not in seen and (working / n).exists():
+            seen.append(n)
+    return [(n, v) for n in seen]
 
 
 def explicit_images(working: Path, names: list[str], param: str) -> list[Path]:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,10 +17,10 @@ from pathlib import Path
 from ..archive import RUNTIME_FILES, replace_dir, write_tgz
 from ..errors import InputError
 from ..pipeline_manifest import PipelineManifest
-from . import aqua, context, flags, naming
+from . import aqua, context, flags, naming, pipecontext
 
 HEADER_KEYS = (["object", "obsra", "obsdec", "intent", "specmode", "spw", "virtspw", "spwisvrt"]
-               + [f"{k}{i}" for k in ("naxis", "ctype", "cunit", "crpix", "crval", "cdelt") for i in range(1, 5)]
+               + [f"{k}{i}" for i in range(1, 5) for k in ("naxis", "ctype", "cunit", "crpix", "crval", "cdelt")]
                + ["bmaj", "bmin", "bpa", "robust", "weight", "effbw", "level", "ctrfrq", "obspatt", "arrays",
                   "modifier", "session"])
 DATATYPES = {"flux": "pb", "pbcorimage": "pbcor", "cleanmask": "mask", "singledish": "sd"}
@@ -164,7 +163,6 @@ def restore_script(vises: list[str], sessions: list[str]) -> str:
 
 def run(casa, workspace: Path, working: Path, p: ExportParams, warn, versions: dict) -> dict:
     """Export; returns a summary (names, counts, QA) for the stage result."""
-    t_start = time.time()
     working = Path(working)
     if not working.is_dir():
         raise InputError(f"working directory {working}: not found")
@@ -184,10 +182,24 @@ def run(casa, workspace: Path, working: Path, p: ExportParams, warn, versions: d
     # exportmses exports every MS of the run and ignores vis (reference §7.2).
     calibration, imaging = context.find_mses(working, [] if p.exportmses else p.vis)
     all_ms = calibration + imaging
-    sessions = context.assign_sessions(casa, working, calibration + imaging, p.session)
+    run_record = _read_run_record(working, warn)
+    sessions = context.assign_sessions(calibration + imaging, p.session, run_record, warn)
     calls = context.parse_applycal_calls(working / "casa_commands.log")
-    images = context.find_images(working)
-    qa_record = context.read_qa_record(working)
+    dir_images = context.find_images(working, warn)         # also warns about unmatched names
+    if run_record is not None:
+        cal_items = context.items_from_imlist(run_record.calimlist)
+        sci_items = context.items_from_imlist(run_record.sciimlist)
+        qa_record = aqua.record_from_context(run_record)
+    else:
+        cal_items = sci_items = dir_images
+        qa_record = aqua.record_from_fallback(context.read_qa_record(working))
+        if qa_record["stages"]:
+            warn(f"no pipeline context (pipeline-*.context) in {working}: QA scores, flux measurements and "
+                 f"sensitivities taken from the fallback record pipeline_qa.json")
+        else:
+            warn(f"no pipeline context (pipeline-*.context) and no pipeline_qa.json in {working}: the AQUA report "
+                 f"has no stages, flux measurements or sensitivities")
+        qa_record["source"] = "pipeline_qa.json" if qa_record["stages"] else "none"
     calimages_explicit = context.explicit_images(working, p.calimages, "calimages")
     targetimages_explicit = context.explicit_images(working, p.targetimages, "targetimages")
 
@@ -243,9 +255,9 @@ def run(casa, workspace: Path, working: Path, p: ExportParams, warn, versions: d
         # 10-11. FITS images
         if not p.imaging_products_only:
             _export_images(casa, working, staging, oussid, "calibrator", calimages_explicit,
-                           context.select_images(images, intents), ex, record)
+                           context.select_images(cal_items, intents), ex, record)
         _export_images(casa, working, staging, oussid, "target", targetimages_explicit,
-                       context.select_images(images, ["TARGET"]), ex, record)
+                       context.select_images(sci_items, ["TARGET"]), ex, record)
         # 13-14. aux caltables and apply lists of the imaging MSs
         if imaging:
             for vis in imaging:
@@ -263,7 +275,7 @@ def run(casa, workspace: Path, working: Path, p: ExportParams, warn, versions: d
                                      "versions": versions}, indent=1, sort_keys=True))
         stamp = max((working / v / "table.dat").stat().st_mtime for v in all_ms)   # same inputs, same bytes
         os.utime(stats, (stamp, stamp))
-        aux = _aux_members(working, p, bool(imaging)) + [(stats, stats.name)]
+        aux = _aux_members(working, p, bool(imaging), run_record) + [(stats, stats.name)]
         if aux:
             write_tgz(staging / f"{prefix}.auxproducts.tgz", aux)
             ex.names["auxproducts"] = record(f"{prefix}.auxproducts.tgz", "auxproducts")
@@ -271,24 +283,29 @@ def run(casa, workspace: Path, working: Path, p: ExportParams, warn, versions: d
         weblog = context.find_weblog(working)
         ex.names["weblog"] = pname("weblog.tgz") if weblog else "Undefined"
         scores = _qa_scores(staging, ex, p, ppr_path is not None, weblog is not None)
-        export_stage = {"number": len(qa_record.get("stages", [])) + 1,
-                        "name": "hifa_exportdata", "topic": "Dataset", "start": t_start, "end": time.time(),
-                        "scores": scores}
+        # The AQUA report is made from the run's stages before this one (the reference builds it
+        # from context.results while its own result is not yet there).
         aqua_name = pname("pipeline_aquareport.xml")
-        ebs = [context.execblock_uid(casa, working / v) for v in calibration]
-        report = aqua.build(ppr, [e for e in ebs if e], qa_record, export_stage,
-                            versions.get("casatools", "N/A"), versions.get("casaflow", "N/A"))
+        if run_record is not None:
+            ebs = context.ordered_unique(m.execblock_id for m in run_record.mses if m.execblock_id)
+        else:
+            ebs = context.ordered_unique(e for e in (context.execblock_uid(casa, working / v) for v in all_ms) if e)
+        casa_version, pipeline_version = context.run_versions(weblog)
+        report = aqua.build(ppr, run_record, ebs, qa_record, casa_version or versions.get("casatools", "N/A"),
+                            pipeline_version or "Undefined")
         (staging / aqua_name).write_bytes(aqua.to_bytes(report))
         ex.names["aqua_report"] = record(aqua_name, "pipeline_aquareport")
         if weblog:
+            # the weblog links the report as html/pipeline_aquareport.xml (context.logs['aqua_report'])
             write_tgz(staging / ex.names["weblog"], [(weblog / "html", f"{weblog.name}/html"),
-                                                     (staging / aqua_name, f"{weblog.name}/html/{aqua_name}")])
+                                                     (staging / aqua_name, f"{weblog.name}/html/pipeline_aquareport.xml")])
             record(ex.names["weblog"], "weblog")
         else:
             warn(f"no weblog (pipeline-*/html) in {working}; weblog Undefined")
         # 12/18. the manifest, last
         manifest_name = f"{prefix}.pipeline_manifest.xml"
-        _manifest(ppr, prefix, oussid, recipe, versions, ex, calibration, imaging, sessions, p).write(
+        _manifest(ppr, prefix, oussid, recipe, casa_version or versions.get("casatools", "N/A"),
+                  pipeline_version or "Undefined", ex, calibration, imaging, sessions, p).write(
             staging / manifest_name)
         ex.names["manifest"] = record(manifest_name, "pipeline_manifest")
         replace_dir(staging, products)
@@ -297,7 +314,16 @@ def run(casa, workspace: Path, working: Path, p: ExportParams, warn, versions: d
         raise
     return {"prefix": prefix, "oussid": oussid, "recipe": recipe, "products_dir": p.products_dir,
             "files": ex.files, "images": [(n, t) for n, t, _ in ex.images], "sessions": sessions,
-            "qa_scores": scores}
+            "qa_scores": scores, "qa_source": qa_record.get("source", "context"),
+            "context": run_record.path.name if run_record else None}
+
+
+def _read_run_record(working: Path, warn):
+    """The run's context and stage results, or None (warned) when the run left no context."""
+    path = pipecontext.find_context(working)
+    if path is None:
+        return None
+    return pipecontext.read(working, path)
 
 
 def _session_caltables(working, staging, oussid, vises, sessions, calls, kind, record) -> dict:
@@ -321,25 +347,40 @@ def _export_images(casa, working, staging, oussid, imtype, explicit, selected, e
     if explicit:
         jobs = [(path, naming.fitsname(path.name)) for path in explicit]
     else:
-        jobs = [(f, naming.fitsname(f.name, item.version)) for item in selected
-                for f in context.image_files(working, item)]
+        jobs = [(working / name, naming.fitsname(name, version)) for item in selected
+                for name, version in context.image_files(working, item)]
     for path, fits in jobs:
         export_image(casa, path, fits, staging)
         ex.images.append((record(fits, f"{imtype}_image"), imtype, fits_keywords(staging / fits, oussid)))
 
 
-def _aux_members(working: Path, p: ExportParams, has_imaging: bool) -> list[tuple[Path, str]]:
+def _aux_members(working: Path, p: ExportParams, has_imaging: bool, run_record) -> list[tuple[Path, str]]:
+    """auxproducts.tgz members, as the reference's ``_do_if_auxiliary_products`` adds them:
+    flux.csv and antenna positions (not with imaging_products_only), cont.dat, flagging templates,
+    timetracker reports, the context's selfcal restore resources and hif_findroi products tar."""
     patterns = []
     if not p.imaging_products_only:
         patterns += ["flux.csv", "antennapos.csv", "*.antennapos.json"]
-    patterns += ["cont.dat", "*.timetracker.json"]
+    patterns += ["cont.dat"]
     if p.imaging_products_only:
         patterns.append("*.flagtargetstemplate.txt")
     elif not has_imaging:
         patterns += ["*.flagtemplate.txt", "*.flagtsystemplate.txt"]
     else:
         patterns.append("*.flag*template.txt")
-    return [(f, f.name) for f in context.glob_any(working, patterns) if f.is_file()]
+    patterns.append("*.timetracker.json")
+    out = [(f, f.name) for f in context.glob_any(working, patterns) if f.is_file()]
+    if run_record is not None:
+        resources = list(run_record.selfcal_resources)
+        resources += [r for r in run_record.findroi_resources if Path(r).name.endswith("findroi_products.tar")]
+        for r in resources:
+            rel = Path(r)
+            if rel.is_absolute() or ".." in rel.parts:
+                raise InputError(f"pipeline context {run_record.path.name}: resource {r!r} is not a path inside "
+                                 f"the working directory")
+            if (working / rel).exists():
+                out.append((working / rel, str(rel)))
+    return out
 
 
 def _qa_scores(staging: Path, ex: Exported, p: ExportParams, have_ppr: bool, have_weblog: bool) -> list[dict]:
@@ -374,49 +415,52 @@ def _qa_scores(staging: Path, ex: Exported, p: ExportParams, have_ppr: bool, hav
     return scores
 
 
-def _manifest(ppr, prefix, oussid, recipe, versions, ex: Exported, calibration, imaging, sessions, p) -> PipelineManifest:
+def _manifest(ppr, prefix, oussid, recipe, casa_version, pipeline_version, ex: Exported, calibration, imaging,
+              sessions, p) -> PipelineManifest:
+    """The manifest in the reference's element order (``ExportData._make_pipe_manifest``, then
+    ``_export_pipe_manifest`` adds ``manifest``, then ``ALMAExportData._add_to_manifest`` adds
+    ``aqua_report``, ``aux_products_file`` and the imaging MSs' aux caltables per session)."""
     m = PipelineManifest(oussid)
-    package = recipe or "N/A"
-    m.add("casaversion", name=versions.get("casatools", "N/A"))
-    m.add("pipeline_version", name=versions.get("casaflow", "N/A"))
+    package = recipe or "Undefined"
+    m.add("casaversion", name=casa_version)
+    m.add("pipeline_version", name=pipeline_version)
     m.add("procedure_name", name=recipe or "Undefined")
     env = m.add("execution_environment")
     m.add("node", parent=env, num_mpi_servers="0")
     if "ppr" in ex.names:
         m.add("piperequest", name=ex.names["ppr"], level="member", ous=oussid, package=package, datatype="pprequest",
               format="xml")
-    vises = calibration + [v for v in imaging if v in ex.per_ms]
-    for sess in context.ordered_unique(sessions[v] for v in calibration + imaging):
-        s_el = m.add("session", name=sess)
-        if p.exportcalprods and sess in ex.caltables:
-            m.add("caltables", parent=s_el, name=ex.caltables[sess], ous_name="N/A", level="member", session=sess,
-                  package=package, datatype="caltables", format="tgz")
-        for vis in (v for v in vises if sessions[v] == sess):
-            d = ex.per_ms.get(vis, {})
-            a_el = m.add("asdm", parent=s_el, name=vis, datatype="asdm", format="sdm")
-            if "finalms" in d:
-                m.add("finalms", parent=a_el, name=d["finalms"])
-            if "finalflags" in d:
-                m.add("finalflags", parent=a_el, name=d["finalflags"], asdm=vis, datatype="ms.flagversions",
-                      format="tgz")
-            if "applycmds" in d:
-                m.add("applycmds", parent=a_el, name=d["applycmds"], asdm=vis, datatype="ms.calapply", format="txt")
-            for fits, imtype, _ in ex.images:      # per-MS calibrator images (§7.5)
-                if imtype == "calibrator" and not _ous_level(fits, oussid, sessions) and fits.startswith(vis.removesuffix(".ms")):
-                    m.add("image", parent=a_el, name=fits, imtype=imtype)
-        if sess in ex.aux_caltables:
-            m.add("aux_caltables", parent=s_el, name=ex.aux_caltables[sess], level="N/A", session=sess,
-                  package="N/A", datatype="caltables", format="tgz")
-        for vis in (v for v in imaging if sessions[v] == sess and v in ex.aux_apply):
-            aux = m.add("aux_asdm", parent=s_el, name=vis, datatype="asdm", format="sdm")
-            m.add("applycmds", parent=aux, name=ex.aux_apply[vis])
+    # sessions of the calibration MSs: none with imaging_products_only (the reference's empty sessiondict)
+    session_els = {}
+    if not p.imaging_products_only and (p.exportcalprods or p.exportmses):
+        vises = calibration if p.exportcalprods else calibration + imaging
+        for sess in context.ordered_unique(sessions[v] for v in vises):
+            s_el = session_els[sess] = m.add("session", name=sess)
+            if p.exportcalprods:
+                m.add("caltables", parent=s_el, name=ex.caltables.get(sess, "Undefined"), ous_name="N/A",
+                      level="member", session=sess, package=package, datatype="caltables", format="tgz")
+            for vis in (v for v in vises if sessions[v] == sess):
+                d = ex.per_ms.get(vis, {})
+                a_el = m.add("asdm", parent=s_el, name=vis, datatype="asdm", format="sdm")
+                if "finalms" in d:
+                    m.add("finalms", parent=a_el, name=d["finalms"])
+                if "finalflags" in d:
+                    m.add("finalflags", parent=a_el, name=d["finalflags"], asdm=vis, datatype="ms.flagversions",
+                          format="tgz")
+                if "applycmds" in d:
+                    m.add("applycmds", parent=a_el, name=d["applycmds"], asdm=vis, datatype="ms.calapply",
+                          format="txt")
     for tag, role, datatype, fmt in (("weblog", "weblog", "weblog", "tgz"),
                                      ("casa_cmdlog", "casa_commands", "casa_commands", "log"),
                                      ("pipescript", "casa_pipescript", "casa_pipescript", "py"),
                                      ("restorescript", "casa_piperestorescript", "casa_piperestorescript", "py")):
         if role in ex.names:
             m.add(tag, name=ex.names[role], level="member", ous=oussid, package=package, datatype=datatype, format=fmt)
-    for fits, imtype, keywords in ex.images:
+    # calibrator images: per-OUS ones first, then per-MS ones, then the targets (all at OUS level)
+    cal = [i for i in ex.images if i[1] == "calibrator"]
+    ordered = ([i for i in cal if _ous_level(i[0], oussid, sessions)] + [i for i in cal if not _ous_level(i[0], oussid, sessions)]
+               + [i for i in ex.images if i[1] == "target"])
+    for fits, imtype, keywords in ordered:
         m.add("image", name=fits, imtype=imtype, manualstring="N/A", **keywords)
     m.add("manifest", name=f"{prefix}.pipeline_manifest.xml", ous=prefix, level="member", package=package,
           datatype="pipeline_manifest", format="xml")
@@ -425,6 +469,17 @@ def _manifest(ppr, prefix, oussid, recipe, versions, ex: Exported, calibration, 
     if "auxproducts" in ex.names:
         m.add("aux_products_file", name=ex.names["auxproducts"], level="member", ous=oussid, package=package,
               datatype="auxproducts", format="tgz")
+    for sess in context.ordered_unique(sessions[v] for v in imaging):
+        if sess not in ex.aux_caltables:
+            continue
+        s_el = session_els.get(sess)
+        if s_el is None:
+            s_el = session_els[sess] = m.add("session", name=sess)
+        m.add("aux_caltables", parent=s_el, name=ex.aux_caltables[sess], level="N/A", session=sess,
+              package="N/A", datatype="caltables", format="tgz")
+        for vis in (v for v in imaging if sessions[v] == sess):
+            aux = m.add("aux_asdm", parent=s_el, name=vis, datatype="asdm", format="sdm")
+            m.add("applycmds", parent=aux, name=ex.aux_apply.get(vis, "Undefined"))
     return m
 
 

@@ -30,37 +30,52 @@ def fs_to_uid(name: str) -> str:
     return "uid://" + "/".join(m.groups())
 
 
-# Calibrator intents as the pipeline's image lists name them (the ``sourcetype`` of an image),
-# and the image-name suffix ``hif_makeimages`` gives each.
-CAL_INTENTS = ("BANDPASS", "PHASE", "FLUX", "AMPLITUDE", "CHECK", "POLARIZATION", "POLANGLE",
-               "POLLEAKAGE", "DIFFGAINREF", "DIFFGAINSRC")
-INTENT_SUFFIX = {"bp": "BANDPASS", "ph": "PHASE", "flux": "FLUX", "amp": "AMPLITUDE", "check": "CHECK",
-                 "pol": "POLARIZATION", "polang": "POLANGLE", "polleak": "POLLEAKAGE",
-                 "dgref": "DIFFGAINREF", "dgsrc": "DIFFGAINSRC", "sci": "TARGET"}
-SUFFIX_FOR_INTENT = {v: k for k, v in INTENT_SUFFIX.items()}
+# Intent codes in image names: ``_known_intents`` in the reference's
+# pipeline/infrastructure/filenamer.py. ``filenamer.Image.intent`` writes an intent outside this
+# table as it is (``DIFFGAINREF``, ``FLUX``), so an upper-case intent is also an intent part.
+INTENT_CODES = {"bp": "BANDPASS", "flux": "AMPLITUDE", "ph": "PHASE", "sci": "TARGET", "chk": "CHECK",
+                "pol": "POLARIZATION", "pang": "POLANGLE", "plk": "POLLEAKAGE"}
+CODE_FOR_INTENT = {v: k for k, v in INTENT_CODES.items()}
+CAL_INTENTS = ("BANDPASS", "PHASE", "AMPLITUDE", "CHECK", "POLARIZATION", "POLANGLE", "POLLEAKAGE", "FLUX",
+               "DIFFGAINREF", "DIFFGAINSRC")
 
-# The reference's default (``calintents=''``) is PHASE,BANDPASS,CHECK,AMPLITUDE,POLARIZATION; the
-# task documentation says BANDPASS,PHASE,FLUX. Both sets are exported by default: FLUX images
-# exist in data calibrated before AMPLITUDE replaced it, and nothing is lost by exporting them.
-DEFAULT_CALINTENTS = ("PHASE", "BANDPASS", "FLUX", "CHECK", "AMPLITUDE", "POLARIZATION")
+# ``calintents=''``: the reference's default set (hif exportdata ``_export_images``).
+DEFAULT_CALINTENTS = ("PHASE", "BANDPASS", "CHECK", "AMPLITUDE", "POLARIZATION")
 
-# <oussid>.s<stage>_<sub>.<source>_<suffix>.spw<ids>.<specmode>.<stokes>.iter<N>.image[.pbcor]
+# Datatype part (PIPE-1710, hif_makeimlist): 'regcal' or 'selfcal'; absent in older names.
+DATATYPES = ("regcal", "selfcal")
+
+# The one pattern of a pipeline image name, in ``FileNameComponentBuilder.build`` order:
+# <prefix>.s<stage>_<sub>.<source>_<intent>.[virt]spw<ids>[.<band>].<specmode>[.<datatype>].<stokes>
+# .iter<N>.<product>. <prefix> is the OUS status uid, an EB name or a session name.
 IMAGE_RE = re.compile(
-    r"^(?P<prefix>.+?)\.s(?P<stage>\d+)_(?P<sub>\d+)\.(?P<source>.+)_(?P<suffix>[a-z]+)"
-    r"\.spw(?P<spw>[0-9_]+)\.(?P<specmode>mfs|cont|cube|repBW)\.(?P<stokes>I|IQUV|IQU|XXYY|RRLL)"
-    r"\.iter(?P<iter>\d+)\.image(?P<tt>\.tt\d)?(?P<pbcor>\.pbcor)?$")
+    r"^(?P<prefix>[^.]+)\.s(?P<stage>\d+)_(?P<sub>\d+)\.(?P<source>.+)_(?P<code>bp|ph|flux|sci|chk|pol|pang|plk|[A-Z]+)"
+    r"\.(?P<virt>virt)?spw(?P<spw>\d+(?:_\d+)*)(?:\.(?P<band>[A-Za-z0-9]+))??"
+    r"\.(?P<specmode>mfs|cont|cube|repBW)(?:\.(?P<datatype>regcal|selfcal))?\.(?P<stokes>[IQUVXYRLPOA]+)"
+    r"\.iter(?P<iter>\d+)\.(?P<product>(?:image|pb|mask|alpha|psf|residual|model|sumwt|cleanmask|weight)"
+    r"(?:\.tt\d)?(?:\.pbcor|\.error)?)$")
+# What a pipeline image looks like, loosely: a stage part, an iteration and a product. A name
+# like this that IMAGE_RE does not match is warned about, never silently skipped.
+LOOKS_LIKE_IMAGE_RE = re.compile(r"\.s\d+_\d+\..+\.iter\d+\.(image|pb|mask|alpha)")
 
 
 def parse_image_name(name: str) -> dict | None:
-    """The parts of a pipeline image name, or None if ``name`` is not one."""
+    """The parts of a pipeline image name (current or pre-PIPE-1710), or None if ``name`` is not one."""
     m = IMAGE_RE.match(name)
-    if not m or m["suffix"] not in INTENT_SUFFIX:
+    if not m:
         return None
     d = m.groupdict()
-    d["sourcetype"] = INTENT_SUFFIX[d["suffix"]]
+    d["sourcetype"] = INTENT_CODES.get(d["code"], d["code"])
     d["stage"], d["sub"], d["iter"] = int(d["stage"]), int(d["sub"]), int(d["iter"])
-    d["multiterm"] = d["tt"] is not None
+    tt = re.search(r"\.tt(\d)", d["product"])
+    d["tt"] = int(tt.group(1)) if tt else None
+    d["pbcor"] = d["product"].endswith(".pbcor")
+    d["kind"] = d["product"].split(".")[0]
     return d
+
+
+def looks_like_image(name: str) -> bool:
+    return bool(LOOKS_LIKE_IMAGE_RE.search(name))
 
 
 def fitsname(imagename: str, version: int = 1) -> str:

@@ -21,7 +21,7 @@ Placement rules (guide): per execution directory ``X..`` holding ``<uid>.ms.spli
 
 Modes: ``fake`` (the structure with empty placeholders, fast; dummy ticket files), ``hard`` (real
 data; raw and calibrated made with CASA's split; real ticket files) and ``ticket`` (a dummy
-package and real ticket files). The ticket (``<project>.ticket.tar`` and ``.ticket.zip``) holds the
+package, except its qa and script files, which are real, and real ticket files). The ticket (``<project>.ticket.tar`` and ``.ticket.zip``) holds the
 README, the qa files, the scripts and ``package_size.txt`` (the package's expected size).
 """
 
@@ -42,6 +42,7 @@ from ..result import path_size
 
 SUBDIRS = ("raw", "calibrated", "calibration", "script", "qa", "log", "product")
 MODES = ("fake", "hard", "ticket")
+TICKET_DIRS = ("qa", "script")        # the member subdirectories a ticket carries
 MARKER = ".casaflow-member.json"
 
 DESCRIPTIONS = """\
@@ -295,7 +296,9 @@ def package(casa, plan: Plan, packpath: Path, readme_header: Path | None, mode: 
         for sub in SUBDIRS:
             (member_dir / sub).mkdir(parents=True, exist_ok=True)
         for plc in plan.member_files:
-            _make(casa, plc, member_dir / plc.dest, fake)
+            # ticket mode: a dummy package, but the ticket's qa and script members are the real files
+            real = mode == "ticket" and plc.dest.split("/", 1)[0] in TICKET_DIRS and plc.action == "copy"
+            _make(casa, plc, member_dir / plc.dest, fake and not real)
         expected = sum(p.size for p in plan.member_files)
         (member_dir / MARKER).write_text(json.dumps({"source": source_label, "mode": mode}, sort_keys=True))
         tree = tree_text(member_dir, member) if append else tree_text(staging, project)
@@ -335,7 +338,7 @@ def write_tickets(member_dir: Path, outdir: Path, project: str, expected_size: i
         members = [("DUMMY_TICKET.txt", b"dummy ticket made in fake mode; run mode='ticket' or 'hard' for a real one\n")]
     else:
         members = [("README", (member_dir / "README").read_bytes()), ("package_size.txt", size_text.encode())]
-        for sub in ("qa", "script"):
+        for sub in TICKET_DIRS:
             for f in sorted(p for p in (member_dir / sub).rglob("*") if p.is_file()):
                 members.append((f"{sub}/{f.relative_to(member_dir / sub)}", f.read_bytes()))
     staging = outdir / f".ticket-{uuid.uuid4().hex[:8]}"

@@ -19,15 +19,16 @@ def _inside(ctx, rel: str, what: str) -> Path:
     Param("working_dir", "path", required=True, help="the pipeline working directory (relative to the workspace)"),
     Param("vis", "names", default=[], help="MSs whose flags and calibrations are exported; default: all in the "
                                          "working directory"),
-    Param("session", "list", default=[], help="one session per vis; default: each MS's recorded session "
-                                             "(session_1 if none); MSs beyond the list go to the last session"),
+    Param("session", "list", default=[], help="one session per vis; default: each MS's session as the run's "
+                                             "context records it (session_1 without a context); MSs beyond the "
+                                             "list go to the last session"),
     Param("imaging_products_only", "bool", default=False, help="export science target imaging products only"),
     Param("exportmses", "bool", default=False, help="export the final MSs instead of flags, caltables and "
                                                    "apply lists"),
     Param("tarms", "bool", default=True, help="with exportmses: tar each MS (<vis>.tgz) instead of copying it"),
     Param("pprfile", "name", default="", help="PPR file name or pattern in the working directory; default PPR_*.xml"),
     Param("calintents", "str", default="", help="calibrator image intents, comma list, wildcards allowed "
-                                               "('*PHASE*'); default: PHASE,BANDPASS,FLUX,CHECK,AMPLITUDE,"
+                                               "('*PHASE*'); default: PHASE,BANDPASS,CHECK,AMPLITUDE,"
                                                "POLARIZATION"),
     Param("calimages", "names", default=[], help="calibrator image names to export instead of the run's list"),
     Param("targetimages", "names", default=[], help="science target image names to export instead of the run's list"),

@@ -17,6 +17,7 @@ import pytest
 from astropy.io import fits
 
 from casaflow import xmlsafe
+from tests import alma_conformance
 
 from .conftest import load_dag, run_worker, workspace_of
 
@@ -86,7 +87,7 @@ def test_dag_succeeds_and_delivers_every_object(dag_run):
 
 def test_run_weblog_shows_stages_products_and_aqua_scores(dag_run):
     page = (dag_run["ws"] / "weblog" / "index.html").read_text()
-    assert "alma-exportdata" in page and "hifa_exportdata" in page and "aqua_scores.png" in page
+    assert "alma-exportdata" in page and "hif_makeimages" in page and "aqua_scores.png" in page
     assert f"{PREFIX}.pipeline_manifest.xml" in page and "Flux measurements" in page
     assert (dag_run["ws"] / "weblog" / "aqua_scores.png").stat().st_size > 1000
 
@@ -100,13 +101,54 @@ def test_every_product_has_its_reference_name(dag_run, alma_tiny):
                 f"{OUS}.session_1.caltables.tgz", f"{OUS}.session_2.caltables.tgz",
                 *(f"{v}.flagversions.tgz" for v in vises), *(f"{v}.calapply.txt" for v in vises)}
     assert expected <= names
-    assert f"{OUS}.IRAS19250_sci.spw0_1.cont.IQUV.pbcor.fits" in names
-    # The Stokes-I continuum image is suppressed by the IQUV one with the same key (PIPE-2465).
-    assert f"{OUS}.IRAS19250_sci.spw0_1.cont.I.pbcor.fits" not in names
-    assert f"{OUS}.J1924-2914_bp.spw0.mfs.I.pbcor.fits" in names and f"{OUS}.J1923-2904_ph.spw1.mfs.I.pb.fits" in names
+    assert f"{OUS}.IRAS19250_sci.spw0_1.cont.regcal.IQUV.pbcor.fits" in names
+    # The Stokes-I continuum image is suppressed by the IQUV one with the same key (PIPE-2465)...
+    assert f"{OUS}.IRAS19250_sci.spw0_1.cont.regcal.I.pbcor.fits" not in names
+    # ... but not the self-calibrated one (the datatype is part of the key).
+    assert f"{OUS}.IRAS19250_sci.spw0_1.cont.selfcal.I.tt0.pbcor.fits" in names
+    assert f"{OUS}.J1924-2914_bp.spw0.mfs.regcal.I.pbcor.fits" in names
+    assert f"{OUS}.J1923-2904_ph.spw1.mfs.regcal.I.pb.fits" in names
     restore = (dag_run["products"] / f"{PREFIX}.casa_piperestorescript.py").read_text()
     assert "hifa_restoredata (vis=['uid___A002_Xf00d12_X1a2b', 'uid___A002_Xf00d12_X2c3d'], " \
            "session=['session_1', 'session_2'], ocorr_mode='ca')" in restore
+
+
+def test_every_image_exported_under_its_reference_fits_name(dag_run, alma_tiny):
+    """Count and names from the simulation's truth (what it made, and the FITS names the archive
+    expects for them): all intents, both datatypes, every specmode, .tt0/.tt1/.alpha, .pb,
+    .mask, POLI/POLA; the check images of both EBs; nothing else."""
+    truth = alma_tiny["truth"]["image_products"]
+    expected = sorted(f for item in truth if item["exported"] for f in item["fits"])
+    assert fits_names(dag_run["products"]) == expected
+    assert len(expected) == 44
+    for item in truth:
+        if item["intent"] == "CHECK":
+            assert item["exported"] and item["prefix"].startswith("uid___A002_")
+    with fits.open(dag_run["products"] / f"{OUS}.J1924-2914_pol.spw0.mfs.regcal.POLI.fits") as hdul:
+        assert hdul[0].data is not None and hdul[0].header["BUNIT"]
+
+
+def test_manifest_and_aqua_report_conform_to_the_reference_table(dag_run):
+    for name, document in ((f"{PREFIX}.pipeline_manifest.xml", "pipeline_manifest"),
+                           (f"{PREFIX}.pipeline_aquareport.xml", "pipeline_aquareport")):
+        assert alma_conformance.check((dag_run["products"] / name).read_bytes(), document) == []
+
+
+def test_sessions_and_caltables_as_the_context_records_them(dag_run, alma_tiny):
+    """The MSs carry no session; the context does (session_1, session_2): one caltables tarball
+    per session holding that session's MS's caltables."""
+    truth = alma_tiny["truth"]
+    root = xmlsafe.parse_file(dag_run["products"] / f"{PREFIX}.pipeline_manifest.xml")
+    got = {s.get("name"): [a.get("name") for a in s.findall("asdm")] for s in root.find("ous").findall("session")}
+    assert got == {sess: [vis] for sess, vis in zip(truth["sessions"], truth["vis"])}
+    for sess, vis in zip(truth["sessions"], truth["vis"]):
+        with tarfile.open(dag_run["products"] / f"{OUS}.{sess}.caltables.tgz") as tar:
+            assert sorted({n.split("/")[0] for n in tar.getnames()}) == sorted(truth["caltables"][vis])
+    # per-EB (check source) images are listed at OUS level, as the reference lists them
+    ous = root.find("ous")
+    assert not ous.findall("session/asdm/image")
+    per_eb = {i.get("name") for i in ous.findall("image") if i.get("name").startswith("uid___A002_")}
+    assert len(per_eb) == 6
 
 
 def test_manifest_lists_exactly_what_was_exported(dag_run):
@@ -130,25 +172,41 @@ def test_manifest_lists_exactly_what_was_exported(dag_run):
     assert all("_sci." in t for t in targets)
 
 
-def test_aqua_report_parses_and_lists_stages_and_exported_products(dag_run):
+def test_aqua_report_holds_the_contexts_stages_scores_and_fluxes(dag_run, alma_tiny):
+    truth = alma_tiny["truth"]
     products = dag_run["products"]
     aqua = xmlsafe.parse_file(products / f"{PREFIX}.pipeline_aquareport.xml")
     assert [c.tag for c in aqua] == ["ProjectStructure", "QaSummary", "QaPerStage", "QaPerTopic"]
     assert aqua.findtext("ProjectStructure/ProposalCode") == "2025.1.00123.S"
-    assert aqua.findtext("ProjectStructure/ExecBlockId") == "uid://A002/Xf00d12/X1a2b, uid://A002/Xf00d12/X2c3d"
+    assert aqua.findtext("ProjectStructure/ExecBlockId") == ", ".join(truth["ebs"])
+    # the run's versions (its weblog), not casaflow's
+    assert aqua.findtext("QaSummary/PipelineVersion") == "2025.1.0.36"
     stages = aqua.findall("QaPerStage/Stage")
-    assert stages[-1].get("Name") == "hifa_exportdata"
-    export = stages[-1].find("RepresentativeScore")
-    assert export.get("Score") == "1.0" and export.get("Reason") == "All expected pipeline products have been exported"
+    # the stages of the run, without the exporting stage itself (the reference builds the report
+    # from the results before its own)
+    assert [s.get("Number") for s in stages] == sorted(truth["stage_scores"], key=int)
+    assert "hifa_exportdata" not in {s.get("Name") for s in stages}
+    for st in stages:
+        subs = [float(x.get("Score")) for x in st.findall("SubScore")]
+        assert subs == truth["stage_scores"][st.get("Number")]          # unrounded, as the context holds them
+        rep = st.find("RepresentativeScore").get("Score")
+        assert rep == (str(min(subs)) if subs else "None")
     assert [t.tag for t in aqua.find("QaPerTopic")] == ["Dataset", "Flagging", "Calibration", "Imaging"]
     flux = aqua.findall("QaPerTopic/Calibration/FluxMeasurements/FluxMeasurements/FluxMeasurement")
-    assert flux and all(abs(float(f.get("FluxJy")) - 0.8) < 0.05 for f in flux)   # truth: 0.8 Jy at 100 GHz
+    assert [(f.get("Asdm"), int(f.get("MsSpwId")), float(f.get("FluxJy"))) for f in flux] == [
+        (g["asdm"], g["spw"], round(g["flux_jy"], 6)) for g in truth["gfluxscale"]]
+    assert all(abs(float(f.get("FluxJy")) - 0.8) < 0.05 for f in flux)   # the sky: 0.8 Jy at 100 GHz
+    # one ImageSensitivities per hif_makeimages stage, and the imageprecheck's estimates in Dataset
+    per_stage = aqua.findall("QaPerTopic/Imaging/ImageSensitivity/ImageSensitivities")
+    assert [p.get("StageNumber") for p in per_stage] == [s.get("Number") for s in stages
+                                                         if s.get("Name") == "hif_makeimages"]
     sens = aqua.findall("QaPerTopic/Imaging/ImageSensitivity/ImageSensitivities/Sensitivity")
-    assert sens and all(s.get("ImageName").endswith(".image.pbcor") for s in sens)
-    # ... and it is inside the weblog tarball, beside the weblog's html.
+    assert len(sens) == 6 and all(s.get("ImageName").endswith(".image.pbcor") for s in sens)
+    assert aqua.findall("QaPerTopic/Dataset/ImageSensitivity/SensitivityEstimates/Sensitivity")
+    # ... and it is inside the weblog tarball where the weblog links it: html/pipeline_aquareport.xml
     with tarfile.open(products / f"{PREFIX}.weblog.tgz") as tar:
         names = tar.getnames()
-        member = next(n for n in names if n.endswith(f"html/{PREFIX}.pipeline_aquareport.xml"))
+        member = "pipeline-20261120T100000/html/pipeline_aquareport.xml"
         assert tar.extractfile(member).read() == (products / f"{PREFIX}.pipeline_aquareport.xml").read_bytes()
     assert all(n.startswith("pipeline-20261120T100000/html") for n in names)
 
@@ -222,7 +280,9 @@ def test_rerun_gives_identical_products(base_dir, alma_tiny):
     ({"calintents": "*BAND*"}, {"_bp"}, True),
     ({"calintents": "PHASE,BANDPASS"}, {"_ph", "_bp"}, True),
     ({"imaging_products_only": True}, set(), False),
-    ({"exportmses": True, "vis": ["uid___A002_Xf00d12_X1a2b.ms"]}, {"_ph", "_bp"}, False),   # vis ignored
+    ({"calintents": "POL*"}, {"_pol", "_pang", "_plk"}, True),
+    ({"exportmses": True, "vis": ["uid___A002_Xf00d12_X1a2b.ms"]},                           # vis ignored
+     {"_ph", "_bp", "_flux", "_pol", "_chk"}, False),
 ])
 def test_selection_parameters(base_dir, alma_tiny, params, cal_types, has_calprods):
     # (a path with '[' or '*' is one casacore's exportfits cannot write to)
@@ -251,13 +311,14 @@ def test_selection_parameters(base_dir, alma_tiny, params, cal_types, has_calpro
 
 
 def test_explicit_image_lists(base_dir, alma_tiny):
-    cal = "uid___A001_X3d5e_X12.s12_0.J1924-2914_bp.spw1.mfs.I.iter1.image"
-    tgt = "uid___A001_X3d5e_X12.s16_0.IRAS19250_sci.spw0.mfs.I.iter1.image.pbcor"
+    roots = alma_tiny["truth"]["images"]
+    cal = next(r for r in roots if "J1924-2914_bp.spw1." in r) + ".image"
+    tgt = next(r for r in roots if "IRAS19250_sci.spw0.mfs." in r) + ".image.pbcor"
     proc, ws = export(base_dir, alma_tiny, "explicit", calimages=[cal], targetimages=[tgt])
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert fits_names(ws / "products") == [f"{OUS}.IRAS19250_sci.spw0.mfs.I.pbcor.fits",
-                                           f"{OUS}.J1924-2914_bp.spw1.mfs.I.fits"]
-    with fits.open(ws / "products" / f"{OUS}.IRAS19250_sci.spw0.mfs.I.pbcor.fits") as hdul:
+    assert fits_names(ws / "products") == [f"{OUS}.IRAS19250_sci.spw0.mfs.regcal.I.pbcor.fits",
+                                           f"{OUS}.J1924-2914_bp.spw1.mfs.regcal.I.fits"]
+    with fits.open(ws / "products" / f"{OUS}.IRAS19250_sci.spw0.mfs.regcal.I.pbcor.fits") as hdul:
         assert hdul[0].data.shape[-2:] == (80, 80) and hdul[0].header["BUNIT"] == "Jy/beam"
 
 
@@ -304,3 +365,56 @@ def test_bad_inputs_rejected_with_nothing_modified(base_dir, alma_tiny, tmp_path
     assert _tree_state(working.resolve()) == before
     assert case == "products-file" or not (ws / "products").exists()
     assert not [p for p in ws.iterdir() if ".staging" in p.name]
+
+
+def test_old_naming_fixture_exports_and_warns(base_dir, alma_tiny):
+    """A run from before PIPE-1710 without a context: images found by their old names, the
+    fallback QA record used and warned about, the image that matches no rule warned about by
+    name in the task log, result.json and the weblog."""
+    from casaflow import weblog
+
+    old = alma_tiny["truth"]["old_naming"]
+    ws = base_dir / "alma-export" / "old-naming"
+    shutil.rmtree(ws, ignore_errors=True)
+    (ws / "input").mkdir(parents=True)
+    os.symlink(alma_tiny["dir"] / old["working"], ws / "input" / "working")
+    proc = run_worker("alma-exportdata", "--workspace", str(ws), "--param", "working_dir=input/working")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert fits_names(ws / "products") == old["expected_fits"]
+    result = json.loads((ws / "results" / "alma-exportdata.json").read_text())
+    warnings = result["warnings"]
+    assert old["unmatched"] and all(any(name in w and "matches no image naming rule" in w for w in warnings)
+                                    for name in old["unmatched"])
+    assert any("pipeline_qa.json" in w and "no pipeline context" in w for w in warnings)
+    assert any("session_1" in w for w in warnings)          # no context: sessions not known
+    assert all(name in proc.stderr for name in old["unmatched"])          # the task log
+    page = weblog.render(ws, "old naming").read_text()
+    assert all(name in page for name in old["unmatched"])
+    aqua = xmlsafe.parse_file(ws / "products" / f"{PREFIX}.pipeline_aquareport.xml")
+    stage_scores = alma_tiny["truth"]["stage_scores"]
+    for st in aqua.findall("QaPerStage/Stage"):
+        assert [float(x.get("Score")) for x in st.findall("SubScore")] == stage_scores[st.get("Number")]
+
+
+def test_hostile_context_is_refused_without_running_anything(base_dir, alma_tiny, tmp_path):
+    import pickle
+
+    marker = tmp_path / "pwned"
+
+    class Hostile:
+        def __reduce__(self):
+            return os.system, (f"touch {marker}",)
+
+    ws = tmp_path / "ws"
+    working = ws / "input" / "working"
+    working.mkdir(parents=True)
+    for p in alma_tiny["working"].iterdir():
+        if not p.name.endswith(".context"):
+            os.symlink(p, working / p.name)
+    (working / "pipeline-20261120T100000.context").write_bytes(pickle.dumps(Hostile()))
+    proc = run_worker("alma-exportdata", "--workspace", str(ws), "--param", "working_dir=input/working")
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert result["failure_class"] == "input"
+    assert "pipeline-20261120T100000.context: not a pipeline context" in result["message"]
+    assert not marker.exists() and not (ws / "products").exists()

@@ -131,6 +131,15 @@ def test_ticket_tar_and_zip_hold_readme_qa_scripts_and_size(base_dir, hard, manu
         assert zf.testzip() is None
     assert expected <= names
     assert int(size_text.split()[3]) > 10_000_000       # the real package's expected size, not the dummy's
+    # the qa and script members are the real files, in both modes, not empty placeholders
+    with tarfile.open(ws / "package" / "2011.0.00229.S.ticket.tar") as tar:
+        for name in expected - {"README", "package_size.txt"}:
+            data = tar.extractfile(name).read()
+            assert data and data == (ws / "package" / MEMBER / name).read_bytes(), name
+    script = next(manual_trees["multi"].glob("X*/*.ms.scriptForCalibration.py"))
+    assert script.read_bytes() in {(ws / "package" / MEMBER / "script" / f).read_bytes()
+                                   for f in ("uid___A002_Xf00d12_X1a2b.ms.scriptForCalibration.py",
+                                             "uid___A002_Xf00d12_X2c3d.ms.scriptForCalibration.py")}
 
 
 def test_append_member_adds_the_next_member_and_reruns_in_place(hard, manual_trees):
@@ -176,7 +185,7 @@ def test_pipeline_products_package_by_ous_uids(base_dir, alma_tiny):
                  f"script/{prefix}.casa_pipescript.py", f"log/{prefix}.casa_commands.log",
                  "calibration/uid___A002_Xf00d12_X1a2b.ms.flagversions.tgz",
                  "calibration/uid___A001_X3d5e_X12.session_2.caltables.tgz",
-                 "product/uid___A001_X3d5e_X12.IRAS19250_sci.spw0_1.cont.IQUV.pbcor.fits"):
+                 "product/uid___A001_X3d5e_X12.IRAS19250_sci.spw0_1.cont.regcal.IQUV.pbcor.fits"):
         assert (member / path).is_file(), path
     products = {p.name for p in (ws / "products").iterdir()}
     packaged = {p.name for p in member.rglob("*") if p.is_file() and p.parent != member}

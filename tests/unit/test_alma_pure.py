@@ -22,6 +22,21 @@ def test_fitsname_rule(name, fits):
     assert naming.fitsname(name) == fits
 
 
+@pytest.mark.parametrize("name, fits", [
+    ("uid___A001_X1_X2.s23_0.J0006-0623_bp.spw0.mfs.regcal.I.iter0.image",
+     "uid___A001_X1_X2.J0006-0623_bp.spw0.mfs.regcal.I.fits"),
+    ("uid___A001_X1_X2.s30_0.NGC1_sci.spw25_27.cont.selfcal.I.iter1.image.tt0.pbcor",
+     "uid___A001_X1_X2.NGC1_sci.spw25_27.cont.selfcal.I.tt0.pbcor.fits"),
+    ("uid___A001_X1_X2.s30_0.NGC1_sci.spw25_27.cont.selfcal.I.iter1.alpha.error",
+     "uid___A001_X1_X2.NGC1_sci.spw25_27.cont.selfcal.I.alpha.error.fits"),
+    ("uid___A001_X1_X2.s30_0.NGC1_sci.spw25_27.cont.selfcal.I.iter1.pb.tt0",
+     "uid___A001_X1_X2.NGC1_sci.spw25_27.cont.selfcal.I.pb.tt0.fits"),
+    ("uid___A001_X1_X2.s20_0.J1_pol.spw0.mfs.regcal.POLI.iter1.image", "uid___A001_X1_X2.J1_pol.spw0.mfs.regcal.POLI.fits"),
+])
+def test_fitsname_rule_current_names(name, fits):
+    assert naming.fitsname(name) == fits
+
+
 def test_fitsname_version():
     assert naming.fitsname("a.s1_0.X_sci.spw1.cube.I.iter1.image", 3) == "a.X_sci.spw1.cube.I.v3.fits"
 
@@ -42,7 +57,17 @@ def test_sessions_beyond_the_list_go_to_the_last():
 def item(name):
     p = naming.parse_image_name(name)
     return context.ImageItem(name, p["source"], p["sourcetype"], p["prefix"], p["spw"], p["specmode"], p["stokes"],
-                             p["stage"], p["multiterm"])
+                             p["stage"], 0, p["datatype"] or "")
+
+
+def test_selection_keeps_datatypes_apart():
+    """regcal and selfcal images of one selection are different products (the datatype is part
+    of the reference's product key); an IQUV image suppresses only the I image of its datatype."""
+    items = [item("o.s10_0.T_sci.spw1.cont.regcal.I.iter1.image.pbcor"),
+             item("o.s12_0.T_sci.spw1.cont.selfcal.I.iter1.image.pbcor"),
+             item("o.s14_0.T_sci.spw1.cont.regcal.IQUV.iter1.image.pbcor")]
+    assert [i.imagename for i in context.select_images(items, ["TARGET"])] == [
+        "o.s12_0.T_sci.spw1.cont.selfcal.I.iter1.image.pbcor", "o.s14_0.T_sci.spw1.cont.regcal.IQUV.iter1.image.pbcor"]
 
 
 def test_selection_keeps_latest_per_key_and_iquv_suppresses_i():
