@@ -50,6 +50,13 @@ class VlassPreset:
     niter: int                 # per clean call (production VLASS: 20000)
     noise_jy: float            # per visibility and correlation, real and imaginary part
     phase_rms_deg: float       # per antenna and scan
+    # The production paths (preset "paths"): a group flagged in all but a few pointings (the
+    # pre-imaging rule's nfield >= 12 with > 90 % flagged), and a group whose long baselines are
+    # flagged (its beam is far wider than the nu^-1 scaling: the post-imaging rule rejects it).
+    mostly_flagged_group: str | None = None
+    mostly_flagged_keep: int = 3          # pointings of that group left unflagged
+    long_baselines_flagged_group: str | None = None
+    long_baseline_m: float = 300.0        # baselines longer than this are flagged in that group
 
 
 PRESETS = {
@@ -65,6 +72,15 @@ PRESETS = {
     "large": VlassPreset(n_spw=16, nchan=64, groups=tuple(str(i) for i in range(2, 18)), flagged_group="9",
                          grid=4, spacing_arcsec=200.0, dumps=12, integration_s=5.0, imsize=256,
                          cell_arcsec=4.5, niter=1000, noise_jy=0.05, phase_rms_deg=10.0),
+    # For the production code paths: 16 pointings, images of 432 x 9" = 1.08 deg (> 1 deg + 2', so
+    # the cut-out box is cut), group 5 flagged in 13 of 16 pointings (skipped before imaging), group
+    # 6 without its baselines > 300 m (rejected after imaging). Coarse cells (~2 per D-array beam
+    # at 4 GHz) and few channels keep it small.
+    "paths": VlassPreset(n_spw=5, nchan=8, groups=("2", "3,4", "5", "6"), flagged_group=None,
+                         grid=4, spacing_arcsec=300.0, dumps=2, integration_s=5.0, imsize=432,
+                         cell_arcsec=9.0, niter=200, noise_jy=0.05, phase_rms_deg=10.0,
+                         mostly_flagged_group="5", mostly_flagged_keep=3,
+                         long_baselines_flagged_group="6", long_baseline_m=300.0),
 }
 
 # VLASS's S band: 2-4 GHz in 128 MHz spectral windows.
@@ -263,6 +279,15 @@ def build(outdir: Path, casa, preset_name: str = "tiny", seed: int = 1,
                       flagbackup=False)
         if preset.flagged_group:
             casa.task("flagdata", vis=se_vis, mode="manual", spw=preset.flagged_group, flagbackup=False)
+        mostly_flagged_fields = []
+        if preset.mostly_flagged_group:
+            names_all = [n for n, _, _ in pointings(preset)]
+            mostly_flagged_fields = names_all[preset.mostly_flagged_keep:]
+            casa.task("flagdata", vis=se_vis, mode="manual", spw=preset.mostly_flagged_group,
+                      field=",".join(mostly_flagged_fields), flagbackup=False)
+        if preset.long_baselines_flagged_group:
+            casa.task("flagdata", vis=se_vis, mode="manual", spw=preset.long_baselines_flagged_group,
+                      uvrange=f">{preset.long_baseline_m}m", flagbackup=False)
         casa.task("statwt", vis=se_vis, combine="field,scan,state,corr", timebin="1yr", chanbin=1,
                   datacolumn="residual_data", flagbackup=True)
         casa.task("gaincal", vis=se_vis, caltable=names["selfcal_table"], calmode="p", gaintype="T",
@@ -294,6 +319,8 @@ def build(outdir: Path, casa, preset_name: str = "tiny", seed: int = 1,
         "phasecenter": phasecenter, "phasecenter_deg": [PHASECENTER_RA_DEG, PHASECENTER_DEC_DEG],
         "ref_freq_hz": REF_FREQ_HZ, "spws": spws, "groups": list(preset.groups),
         "flagged_groups": [preset.flagged_group] if preset.flagged_group else [],
+        "mostly_flagged_group": preset.mostly_flagged_group, "mostly_flagged_fields": mostly_flagged_fields,
+        "beam_rejected_group": preset.long_baselines_flagged_group,
         "fields": [n for n, _, _ in pointings(preset)],
         "sources": [asdict(s) for s in sources], "antenna_phases_deg": phases,
         "resources": {k: v for k, v in names.items() if k != "model_root"},

@@ -6,8 +6,6 @@ import math
 from decimal import ROUND_HALF_UP, Decimal
 from pathlib import Path
 
-import numpy as np
-
 from . import images
 
 CUTOUT_DEG = 1.0 + 2.0 / 60.0   # 1 deg + 2' buffer
@@ -43,16 +41,10 @@ def rms_image(casa, image: str) -> str:
 
 
 def rms_statistics(casa, rms: str) -> dict:
-    """Per-Stokes robust statistics of an rms image (axes [0,1,3])."""
-    px = images.pixels(casa, rms)
-    stats = {}
-    labels = images.stokes_labels(casa, rms)
-    for k, label in enumerate(labels):
-        plane = px[:, :, k, :].ravel()
-        plane = plane[np.isfinite(plane)]
-        stats[label] = {"max": float(plane.max()), "min": float(plane.min()), "median": float(np.median(plane)),
-                        "mean": float(plane.mean()), "madrms": images.madrms(plane)}
-    return stats
+    """Per-Stokes robust statistics of an rms image, one plane at a time through CASA's own
+    ``ia.statistics`` (it streams: nothing of the size of a plane is held here)."""
+    return {label: {k: v for k, v in images.plane_statistics(casa, rms, stokes=k).items() if k != "npts"}
+            for k, label in enumerate(images.stokes_labels(casa, rms))}
 
 
 def _round_half_up(x: float) -> int:
