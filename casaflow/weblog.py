@@ -200,6 +200,6 @@ def _aqua_section(path: Path, out: Path) -> str:
     return "".join(html_parts)
 
 
-def tarball(workspace: Path, dest: Path) -> Path:
-    """``weblog.tgz`` of the weblog directory, written atomically."""
-    return write_tgz(dest, [(Path(workspace) / "weblog", "weblog")])
+def tarball(workspace: Path, dest: Path, arcname: str = "weblog") -> Path:
+    """``weblog.tgz`` of the weblog directory (as ``arcname`` inside), written atomically."""
+    return write_tgz(dest, [(Path(workspace) / "weblog", arcname)])

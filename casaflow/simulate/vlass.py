@@ -57,6 +57,7 @@ class VlassPreset:
     mostly_flagged_keep: int = 3          # pointings of that group left unflagged
     long_baselines_flagged_group: str | None = None
     long_baseline_m: float = 300.0        # baselines longer than this are flagged in that group
+    band_hz: tuple[float, float] = (2.0e9, 4.0e9)   # the spws are spread over this range
 
 
 PRESETS = {
@@ -72,15 +73,15 @@ PRESETS = {
     "large": VlassPreset(n_spw=16, nchan=64, groups=tuple(str(i) for i in range(2, 18)), flagged_group="9",
                          grid=4, spacing_arcsec=200.0, dumps=12, integration_s=5.0, imsize=256,
                          cell_arcsec=4.5, niter=1000, noise_jy=0.05, phase_rms_deg=10.0),
-    # For the production code paths: 16 pointings, images of 432 x 9" = 1.08 deg (> 1 deg + 2', so
-    # the cut-out box is cut), group 5 flagged in 13 of 16 pointings (skipped before imaging), group
-    # 6 without its baselines > 300 m (rejected after imaging). Coarse cells (~2 per D-array beam
-    # at 4 GHz) and few channels keep it small.
-    "paths": VlassPreset(n_spw=5, nchan=8, groups=("2", "3,4", "5", "6"), flagged_group=None,
-                         grid=4, spacing_arcsec=300.0, dumps=2, integration_s=5.0, imsize=432,
-                         cell_arcsec=9.0, niter=200, noise_jy=0.05, phase_rms_deg=10.0,
-                         mostly_flagged_group="5", mostly_flagged_keep=3,
-                         long_baselines_flagged_group="6", long_baseline_m=300.0),
+    # For the production code paths: 16 pointings, images of 320 x 12" = 1.07 deg (> 1 deg + 2', so
+    # the cut-out box is cut), group 4 flagged in 13 of 16 pointings (skipped before imaging), group
+    # 2 without its baselines > 300 m (rejected after imaging). Kept small: one spw a group, the
+    # spws in the bottom of the band (2.0-2.6 GHz: a D-array beam of ~30", 2.5 cells), few channels.
+    "paths": VlassPreset(n_spw=4, nchan=8, groups=("2", "3", "4", "5"), flagged_group=None,
+                         grid=4, spacing_arcsec=240.0, dumps=2, integration_s=5.0, imsize=320,
+                         cell_arcsec=12.0, niter=50, noise_jy=0.05, phase_rms_deg=10.0,
+                         mostly_flagged_group="4", mostly_flagged_keep=3,
+                         long_baselines_flagged_group="2", long_baseline_m=300.0, band_hz=(2.0e9, 2.6e9)),
 }
 
 # VLASS's S band: 2-4 GHz in 128 MHz spectral windows.
@@ -120,11 +121,11 @@ def default_sources() -> list[PointSource]:
     ]
 
 
-def spw_start_freqs(n_spw: int) -> list[float]:
+def spw_start_freqs(n_spw: int, band_hz: tuple[float, float] = (BAND_LOW_HZ, BAND_HIGH_HZ)) -> list[float]:
     """Spread the science spws over the band (ids 2.. in frequency order)."""
     if n_spw == 1:
         return [REF_FREQ_HZ - SPW_WIDTH_HZ / 2]
-    return list(np.linspace(BAND_LOW_HZ, BAND_HIGH_HZ - SPW_WIDTH_HZ, n_spw))
+    return list(np.linspace(band_hz[0], band_hz[1] - SPW_WIDTH_HZ, n_spw))
 
 
 def pointings(preset: VlassPreset) -> list[tuple[str, float, float]]:
@@ -222,10 +223,12 @@ def _write_masks(casa, template: Path, names: dict, sources: list[PointSource], 
 
 
 def build(outdir: Path, casa, preset_name: str = "tiny", seed: int = 1,
-          groups: list[str] | None = None, flagged_group: str | None = "default") -> dict:
-    """Build the PIMS and the SE-CONT resources into ``outdir``. Returns the truth record."""
+          groups: list[str] | None = None, flagged_group: str | None = "default",
+          changes: dict | None = None) -> dict:
+    """Build the PIMS and the SE-CONT resources into ``outdir``. Returns the truth record.
+    ``changes`` replaces preset fields (e.g. ``{"dumps": 8}``: the benchmarks' visibility count)."""
     t_start = time.time()
-    preset = PRESETS[preset_name]
+    preset = replace(PRESETS[preset_name], **(changes or {}))
     if groups is not None:
         preset = replace(preset, groups=tuple(groups))
     if flagged_group != "default":
@@ -236,7 +239,7 @@ def build(outdir: Path, casa, preset_name: str = "tiny", seed: int = 1,
     outdir = Path(outdir).resolve()
     outdir.mkdir(parents=True, exist_ok=True)
     scratch = fresh_dir(outdir / ".se_cont_run")
-    spw_freqs = spw_start_freqs(preset.n_spw)
+    spw_freqs = spw_start_freqs(preset.n_spw, preset.band_hz)
     sources = default_sources()
 
     pims = outdir / f"{FSID}_split.ms"

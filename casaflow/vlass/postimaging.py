@@ -7,6 +7,7 @@ from decimal import ROUND_HALF_UP, Decimal
 from pathlib import Path
 
 from . import images
+from .planes import image_type
 
 CUTOUT_DEG = 1.0 + 2.0 / 60.0   # 1 deg + 2' buffer
 
@@ -98,9 +99,8 @@ def cutouts(casa, image: str, cutout_imsize=None) -> dict:
     peak = float(casa.task("imstat", imagename=pbcor_sub, stokes="I")["max"][0])
     rms_median = float(casa.task("imstat", imagename=rms_sub, stokes="I")["median"][0])
     labels = images.stokes_labels(casa, pbcor_sub)
-    images.set_miscinfo(casa, pbcor_sub, {"VLASSPL": labels, "VLASSPK": peak, "VLASSRMS": rms_median,
-                                          "VLASSITY": "INTENSITY_PBCOR"})
-    images.set_miscinfo(casa, rms_sub, {"VLASSPL": labels, "VLASSPK": peak, "VLASSRMS": rms_median,
-                                        "VLASSITY": "RMS"})
+    for sub in (pbcor_sub, rms_sub):     # INTENSITY_PBCOR_TT0 and RMS_TT0, as the reference names them
+        images.set_miscinfo(casa, sub, {"VLASSPL": labels, "VLASSPK": peak, "VLASSRMS": rms_median,
+                                        "VLASSITY": image_type(sub)})
     return {"box": box, "subims": sorted(made.values()), "peak_jy": peak, "rms_median_jy": rms_median,
             "stokes": labels, "rms_stats": rms_statistics(casa, rms_sub), "beam": images.beam_of(casa, pbcor_sub)}
