@@ -1,7 +1,7 @@
 """Benchmark: what one VLASS-SE-CUBE plane costs as the image and the data grow (issue 17, item 6).
 
     PYTHONPATH=$PWD .venv/bin/python bench/vlass_scaling.py \
-        [--sizes 256 512 1024 2048] [--dumps 2 8] [--out bench/results/vlass_scaling.json]
+        [--sizes 256 512 1024 2048] [--dumps 2 8] [--niter N] [--out bench/results/vlass_scaling.json]
 
 For each visibility count (the tiny preset's ``dumps``, integrations per pointing) the simulator
 builds one dataset, the stages up to the cube editimlist run once, and then for each image size
@@ -106,10 +106,11 @@ def prepare(sim: Path, ws: Path, env: dict) -> str:
     return json.loads((ws / "context" / "imaging_ms.json").read_text())["vis"]
 
 
-def run_size(sim: Path, ws: Path, size: int, env: dict) -> dict:
+def run_size(sim: Path, ws: Path, size: int, env: dict, niter: int | None) -> dict:
     ccip = (sim / "CCIP_parameter.list").read_text()
-    lines = [ln for ln in ccip.splitlines() if not ln.startswith(("imsize=", "spw="))]
-    lines += [f"imsize=[{size},{size}]", f"spw=['{GROUP}']"]
+    drop = ("imsize=", "spw=") + (("niter=",) if niter is not None else ())
+    lines = [ln for ln in ccip.splitlines() if not ln.startswith(drop)]
+    lines += [f"imsize=[{size},{size}]", f"spw=['{GROUP}']"] + ([f"niter={niter}"] if niter is not None else [])
     (ws / "CCIP_parameter.list").write_text("\n".join(lines) + "\n")
     w = ["--workspace", str(ws)]
     run_measured(["vlass-editimlist-cube", "--param", "parameter_list=CCIP_parameter.list", *w], env)
@@ -154,6 +155,9 @@ def main(argv=None) -> int:
     ap.add_argument("--workdir", type=Path, default=Path("/tmp/casaflow-bench-vlass-scaling"))
     ap.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "vlass_scaling.json")
     ap.add_argument("--label", default="", help="e.g. 'partial': written into the result")
+    ap.add_argument("--niter", type=int, default=None,
+                    help="clean iterations per call (default: the preset's 300); 0 measures gridding, FFTs "
+                         "and the post-imaging stages only (iter1-3 then only restore)")
     args = ap.parse_args(argv)
     env = dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
     points = []
@@ -164,7 +168,7 @@ def main(argv=None) -> int:
         vis = prepare(sim, ws, env)
         nvis = visibilities(ws, vis, env)
         for size in args.sizes:
-            stages = run_size(sim, ws, size, env)
+            stages = run_size(sim, ws, size, env, args.niter)
             points.append({"dumps": dumps, "visibilities": nvis, "imsize": size, "pixels": size * size,
                            "stages": stages})
             print(json.dumps(points[-1]), flush=True)
@@ -176,7 +180,7 @@ def main(argv=None) -> int:
               "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
               "machine": {"host": platform.node(), "cpus": os.cpu_count(), "platform": platform.platform(),
                           "loadavg_at_end": load},
-              "sizes": args.sizes, "dumps": args.dumps, "group": GROUP, "cell_arcsec": 4.5,
+              "sizes": args.sizes, "dumps": args.dumps, "group": GROUP, "cell_arcsec": 4.5, "niter": args.niter,
               "points": points, "fit": fit(points), "production": PRODUCTION}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     tmp = args.out.with_name(f".{args.out.name}.tmp")
