@@ -98,9 +98,9 @@ def _thumbnails(casa, workspace: Path, targets: list[dict], outdir: Path) -> str
         name = workspace / f"{t['imagename']}.{t['imaging']['stokes']}.iter3.image.pbcor.tt0.subim"
         cells = []
         if casa is not None and name.exists():
-            px = images.pixels(casa, str(name))
             for k, stokes in enumerate("IQUV"):
-                plane = np.asarray(px[:, :, k, 0]).T
+                # strided read: a thumbnail costs the same memory at 128^2 and at 12500^2
+                plane = images.thumbnail(casa, str(name), stokes=k, max_pixels=300).T
                 png = outdir / f"{t['suffix']}.{stokes}.png"
                 fig, ax = plt.subplots(figsize=(2, 2))
                 lim = np.nanmax(np.abs(plane)) or 1.0
@@ -269,6 +269,6 @@ def _aqua_section(path: Path, out: Path) -> str:
     return "".join(html_parts)
 
 
-def tarball(workspace: Path, dest: Path) -> Path:
-    """``weblog.tgz`` of the weblog directory, written atomically."""
-    return write_tgz(dest, [(Path(workspace) / "weblog", "weblog")])
+def tarball(workspace: Path, dest: Path, arcname: str = "weblog") -> Path:
+    """``weblog.tgz`` of the weblog directory (as ``arcname`` inside), written atomically."""
+    return write_tgz(dest, [(Path(workspace) / "weblog", arcname)])

@@ -124,7 +124,8 @@ with DAG(
     planes = CasaStageOperator(task_id="planes", stage="vlass-planes", trigger_rule="all_done",
                                stage_params={"plane_reject": "{{ params.plane_reject_im }}"})
     analyze = CasaStageOperator(task_id="analyzestokescubes", stage="vlass-analyzestokescubes")
-    export = CasaStageOperator(task_id="exportvlassdata", stage="vlass-exportvlassdata")
+    export = CasaStageOperator(task_id="exportvlassdata", stage="vlass-exportvlassdata",
+                               stage_params={"ous": "{{ params.dataset_id or run_id }}"})
     weblog = CasaStageOperator(task_id="weblog", stage="vlass-weblog", trigger_rule="all_done",
                                stage_params={"title": "VLASS-SE-CUBE {{ run_id }}"})
 

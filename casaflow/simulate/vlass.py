@@ -50,6 +50,14 @@ class VlassPreset:
     niter: int                 # per clean call (production VLASS: 20000)
     noise_jy: float            # per visibility and correlation, real and imaginary part
     phase_rms_deg: float       # per antenna and scan
+    # The production paths (preset "paths"): a group flagged in all but a few pointings (the
+    # pre-imaging rule's nfield >= 12 with > 90 % flagged), and a group whose long baselines are
+    # flagged (its beam is far wider than the nu^-1 scaling: the post-imaging rule rejects it).
+    mostly_flagged_group: str | None = None
+    mostly_flagged_keep: int = 3          # pointings of that group left unflagged
+    long_baselines_flagged_group: str | None = None
+    long_baseline_m: float = 300.0        # baselines longer than this are flagged in that group
+    band_hz: tuple[float, float] = (2.0e9, 4.0e9)   # the spws are spread over this range
 
 
 PRESETS = {
@@ -65,6 +73,15 @@ PRESETS = {
     "large": VlassPreset(n_spw=16, nchan=64, groups=tuple(str(i) for i in range(2, 18)), flagged_group="9",
                          grid=4, spacing_arcsec=200.0, dumps=12, integration_s=5.0, imsize=256,
                          cell_arcsec=4.5, niter=1000, noise_jy=0.05, phase_rms_deg=10.0),
+    # For the production code paths: 16 pointings, images of 320 x 12" = 1.07 deg (> 1 deg + 2', so
+    # the cut-out box is cut), group 4 flagged in 13 of 16 pointings (skipped before imaging), group
+    # 2 without its baselines > 300 m (rejected after imaging). Kept small: one spw a group, the
+    # spws in the bottom of the band (2.0-2.6 GHz: a D-array beam of ~30", 2.5 cells), few channels.
+    "paths": VlassPreset(n_spw=4, nchan=8, groups=("2", "3", "4", "5"), flagged_group=None,
+                         grid=4, spacing_arcsec=240.0, dumps=2, integration_s=5.0, imsize=320,
+                         cell_arcsec=12.0, niter=50, noise_jy=0.05, phase_rms_deg=10.0,
+                         mostly_flagged_group="4", mostly_flagged_keep=3,
+                         long_baselines_flagged_group="2", long_baseline_m=300.0, band_hz=(2.0e9, 2.6e9)),
 }
 
 # VLASS's S band: 2-4 GHz in 128 MHz spectral windows.
@@ -104,11 +121,11 @@ def default_sources() -> list[PointSource]:
     ]
 
 
-def spw_start_freqs(n_spw: int) -> list[float]:
+def spw_start_freqs(n_spw: int, band_hz: tuple[float, float] = (BAND_LOW_HZ, BAND_HIGH_HZ)) -> list[float]:
     """Spread the science spws over the band (ids 2.. in frequency order)."""
     if n_spw == 1:
         return [REF_FREQ_HZ - SPW_WIDTH_HZ / 2]
-    return list(np.linspace(BAND_LOW_HZ, BAND_HIGH_HZ - SPW_WIDTH_HZ, n_spw))
+    return list(np.linspace(band_hz[0], band_hz[1] - SPW_WIDTH_HZ, n_spw))
 
 
 def pointings(preset: VlassPreset) -> list[tuple[str, float, float]]:
@@ -206,10 +223,12 @@ def _write_masks(casa, template: Path, names: dict, sources: list[PointSource], 
 
 
 def build(outdir: Path, casa, preset_name: str = "tiny", seed: int = 1,
-          groups: list[str] | None = None, flagged_group: str | None = "default") -> dict:
-    """Build the PIMS and the SE-CONT resources into ``outdir``. Returns the truth record."""
+          groups: list[str] | None = None, flagged_group: str | None = "default",
+          changes: dict | None = None) -> dict:
+    """Build the PIMS and the SE-CONT resources into ``outdir``. Returns the truth record.
+    ``changes`` replaces preset fields (e.g. ``{"dumps": 8}``: the benchmarks' visibility count)."""
     t_start = time.time()
-    preset = PRESETS[preset_name]
+    preset = replace(PRESETS[preset_name], **(changes or {}))
     if groups is not None:
         preset = replace(preset, groups=tuple(groups))
     if flagged_group != "default":
@@ -220,7 +239,7 @@ def build(outdir: Path, casa, preset_name: str = "tiny", seed: int = 1,
     outdir = Path(outdir).resolve()
     outdir.mkdir(parents=True, exist_ok=True)
     scratch = fresh_dir(outdir / ".se_cont_run")
-    spw_freqs = spw_start_freqs(preset.n_spw)
+    spw_freqs = spw_start_freqs(preset.n_spw, preset.band_hz)
     sources = default_sources()
 
     pims = outdir / f"{FSID}_split.ms"
@@ -263,6 +282,15 @@ def build(outdir: Path, casa, preset_name: str = "tiny", seed: int = 1,
                       flagbackup=False)
         if preset.flagged_group:
             casa.task("flagdata", vis=se_vis, mode="manual", spw=preset.flagged_group, flagbackup=False)
+        mostly_flagged_fields = []
+        if preset.mostly_flagged_group:
+            names_all = [n for n, _, _ in pointings(preset)]
+            mostly_flagged_fields = names_all[preset.mostly_flagged_keep:]
+            casa.task("flagdata", vis=se_vis, mode="manual", spw=preset.mostly_flagged_group,
+                      field=",".join(mostly_flagged_fields), flagbackup=False)
+        if preset.long_baselines_flagged_group:
+            casa.task("flagdata", vis=se_vis, mode="manual", spw=preset.long_baselines_flagged_group,
+                      uvrange=f">{preset.long_baseline_m}m", flagbackup=False)
         casa.task("statwt", vis=se_vis, combine="field,scan,state,corr", timebin="1yr", chanbin=1,
                   datacolumn="residual_data", flagbackup=True)
         casa.task("gaincal", vis=se_vis, caltable=names["selfcal_table"], calmode="p", gaintype="T",
@@ -294,6 +322,8 @@ def build(outdir: Path, casa, preset_name: str = "tiny", seed: int = 1,
         "phasecenter": phasecenter, "phasecenter_deg": [PHASECENTER_RA_DEG, PHASECENTER_DEC_DEG],
         "ref_freq_hz": REF_FREQ_HZ, "spws": spws, "groups": list(preset.groups),
         "flagged_groups": [preset.flagged_group] if preset.flagged_group else [],
+        "mostly_flagged_group": preset.mostly_flagged_group, "mostly_flagged_fields": mostly_flagged_fields,
+        "beam_rejected_group": preset.long_baselines_flagged_group,
         "fields": [n for n, _, _ in pointings(preset)],
         "sources": [asdict(s) for s in sources], "antenna_phases_deg": phases,
         "resources": {k: v for k, v in names.items() if k != "model_root"},

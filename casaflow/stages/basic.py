@@ -101,14 +101,15 @@ def run_weblog(ctx, title, products_dir):
     return publish_weblog(ctx, title, products_dir)
 
 
-def publish_weblog(ctx, title: str, products_dir: str, casa=None) -> dict:
-    """Render ``weblog/index.html``, pack it as ``<products_dir>/weblog.tgz``, record both."""
+def publish_weblog(ctx, title: str, products_dir: str, casa=None, arcname: str = "weblog") -> dict:
+    """Render ``weblog/index.html``, pack it as ``<products_dir>/weblog.tgz`` (the directory is
+    ``arcname`` inside), record both."""
     from .. import weblog as wl
 
     index = wl.render(ctx.workspace, title, casa)
     ctx.result.add_product(index.relative_to(ctx.workspace).parent, role="weblog")
     out = ctx.workspace / products_dir
     out.mkdir(parents=True, exist_ok=True)
-    tgz = wl.tarball(ctx.workspace, out / "weblog.tgz")
+    tgz = wl.tarball(ctx.workspace, out / "weblog.tgz", arcname)
     ctx.result.add_product(tgz.relative_to(ctx.workspace), role="weblog")
     return {"index": str(index.relative_to(ctx.workspace)), "tarball": str(tgz.relative_to(ctx.workspace))}

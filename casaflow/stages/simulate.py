@@ -9,7 +9,7 @@ from ..registry import Param, stage
 
 @stage("simulate-vlass", resource_class="medium", params=[
     Param("outdir", "path", default="input", help="directory (relative to the workspace) to build into"),
-    Param("preset", "str", default="tiny", choices=("tiny", "small", "large"), help="size preset"),
+    Param("preset", "str", default="tiny", choices=("tiny", "small", "large", "paths"), help="size preset"),
     Param("seed", "int", default=1, help="random seed: same seed, same data"),
     Param("groups", "list", default=None, help="spw groups, e.g. ['2','3,4']; default: the preset's"),
     Param("flagged_group", "str", default="default",

@@ -6,6 +6,7 @@ there; the spw-group stages take the group as a parameter and run once per group
 
 from __future__ import annotations
 
+import re
 import shutil
 from pathlib import Path
 
@@ -329,20 +330,28 @@ def analyzestokescubes(ctx):
     return {"rois": result["rois"], "plots": result["plots"], "fits": result.get("fits", {})}
 
 
+_OUS = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:+/-]{0,127}")
+
+
 @stage("vlass-exportvlassdata", params=[
     Param("products_dir", "path", default="products", help="where the FITS products go, relative to the workspace"),
+    Param("ous", "str", default="", help="the run's OUS status / request id, named in pipeline_manifest.xml "
+                                         "(the reference's oussid); empty: 'unknown'"),
 ])
-def exportvlassdata(ctx, products_dir):
+def exportvlassdata(ctx, products_dir, ous):
     """hifv_exportvlassdata: IQU/V FITS per plane, position correction, pipeline_manifest.xml, .com set."""
     from ..vlass import export
 
+    if ous and not _OUS.fullmatch(ous):
+        raise InputError(f"parameter 'ous': {ous[:60]!r} is not an OUS/request id (letters, digits and "
+                         f"_ . : + / -, at most 128, starting with a letter or digit)")
     planes_rec = context.read(ctx.workspace, "planes", "vlass-exportvlassdata")["planes"]
     plists = []
     for name in ("seip_target", "cube_targets"):
         rec = context.read(ctx.workspace, name, "vlass-exportvlassdata")
         plists.append(rec.get("parameter_file") or rec["stats"]["parameter_file"])
     out = export.run(ctx.casa, ctx.workspace, _vis(ctx, "vlass-exportvlassdata"), planes_rec, products_dir,
-                     sorted(set(plists)))
+                     sorted(set(plists)), ous or "unknown")
     for w in out["warnings"]:
         ctx.warn(w)
     for o in out["fits"]:
@@ -362,12 +371,23 @@ def exportvlassdata(ctx, products_dir):
     Param("products_dir", "path", default="products", help="where weblog.tgz goes"),
 ])
 def weblog(ctx, title, products_dir):
-    """Render the run's weblog (renders whatever stages succeeded or failed) and weblog.tgz."""
+    """Render the run's weblog (renders whatever stages succeeded or failed) and weblog.tgz, which
+    holds ``pipeline-<YYYYMMDDTHHMMSS>/html`` as the reference's does (the time the run's first
+    stage started, so a re-rendered weblog keeps its name)."""
+    import json
+    import time
+
     from .basic import publish_weblog
+
+    try:
+        started = json.loads((ctx.workspace / "results" / "vlass-importdata.json").read_text())["timings"]["started"]
+    except (OSError, ValueError, KeyError, TypeError):
+        started = time.time()
+    arcname = "pipeline-" + time.strftime("%Y%m%dT%H%M%S", time.gmtime(float(started))) + "/html"
 
     try:
         casa = ctx.casa
     except Exception as exc:  # the weblog must render even if CASA cannot start
         ctx.warn(f"CASA unavailable, no thumbnails: {exc}")
         casa = None
-    return publish_weblog(ctx, title, products_dir, casa)
+    return publish_weblog(ctx, title, products_dir, casa, arcname)

@@ -21,7 +21,6 @@ from pathlib import Path
 from .. import pipeline_manifest
 from ..result import software_versions
 from . import fitsheader, images, naming
-from .planes import image_type
 
 log = logging.getLogger("casaflow.vlass.export")
 
@@ -70,7 +69,7 @@ def export_plane(casa, root: str, products: Path, obs: dict) -> list[dict]:
         casa.task("exportfits", imagename=image, fitsimage=str(fits_path), overwrite=True)
         corr = fitsheader.apply_position_correction(fits_path, obs["mid_mjd"], obs["lon_deg"], obs["lat_deg"])
         fitsheader.header_fix(fits_path, obs["start_mjd"], obs["end_mjd"])
-        missing = fitsheader.keyword_comments(fits_path, image_type(image))
+        missing = fitsheader.keyword_comments(fits_path)
         out.append({"image": image, "fits": fits_path.name, "stokes": stokes,
                     "kind": "rms" if ".rms" in image else "pbcor", "peak_jy": peak, "rms_median_jy": rms_median,
                     "correction_arcsec": None if corr is None else corr["delta_arcsec"],
@@ -99,15 +98,17 @@ def common_beam(casa, cubes: list[str]) -> dict:
     return beam
 
 
-def com_images(casa, plane_outputs: list[dict], products: Path) -> tuple[list[str], list[str]]:
-    """The common-beam ``.com`` FITS set (pbcor images only, rejected planes included)."""
-    pairs = [(o["image"].replace(".IQU.", ".IQUV."), products / o["fits"]) for o in plane_outputs
+def com_images(casa, plane_outputs: list[dict], products: Path, obs: dict) -> tuple[list[str], list[str]]:
+    """The common-beam ``.com`` FITS set (pbcor images only, rejected planes included). Like the
+    per-plane FITS they carry the cut-out's VLASSPK/VLASSRMS, the header fix and the keyword
+    comments (the reference's _fix_vlass_fits_header and _update_vlass_fits_header)."""
+    pairs = [(o["image"].replace(".IQU.", ".IQUV."), products / o["fits"], o) for o in plane_outputs
              if o["kind"] == "pbcor" and o["stokes"] == "IQU"]
     if not pairs:
         return [], []
-    target = common_beam(casa, [p for p, _ in pairs])
+    target = common_beam(casa, [p[0] for p in pairs])
     made, warnings = [], []
-    for cube, iqu_fits in pairs:
+    for cube, iqu_fits, out in pairs:
         try:
             from astropy.io import fits
 
@@ -142,10 +143,12 @@ def com_images(casa, plane_outputs: list[dict], products: Path) -> tuple[list[st
                     ia.setrestoringbeam(major=f"{b['bmaj']}arcsec", minor=f"{b['bmin']}arcsec", pa=f"{b['bpa']}deg")
                 name = iqu_fits.name.replace(".IQU.iter", f".{stokes}.iter").replace(".fits", ".com.fits")
                 info = ia.miscinfo()
-                info["VLASSPL"] = stokes
+                info.update({"VLASSPL": stokes, "VLASSPK": out["peak_jy"], "VLASSRMS": out["rms_median_jy"]})
                 ia.setmiscinfo(info)
                 ia.tofits(str(products / name), overwrite=True)
                 ia.close()
+                fitsheader.header_fix(products / name, obs["start_mjd"], obs["end_mjd"])
+                fitsheader.keyword_comments(products / name)
                 made.append(name)
                 images.remove(sub)
             images.remove(smooth)
@@ -157,13 +160,15 @@ def com_images(casa, plane_outputs: list[dict], products: Path) -> tuple[list[st
 
 
 def write_manifest(products: Path, products_rel: str, fits_names: list[str], parameter_files: list[str],
-                   casa_version: str) -> Path:
-    m = pipeline_manifest.PipelineManifest("unknown")
+                   casa_version: str, ous: str = "unknown") -> Path:
+    """The reference's element order and attributes; ``ous`` names the run's OUS/request (the
+    piperesults and ous names and each weblog/casa_cmdlog element's ous attribute)."""
+    m = pipeline_manifest.PipelineManifest(ous)
     m.add("casaversion", name=casa_version)
     m.add("pipeline_version", name="casaflow " + software_versions().get("casaflow", ""))
     m.add("procedure_name", name="hifv_vlassCCIP")
-    m.add("weblog", name="weblog.tgz", level="N/A", ous="unknown", package="N/A", datatype="weblog", format="tgz")
-    m.add("casa_cmdlog", name="casa_commands.log", level="N/A", ous="unknown", package="N/A",
+    m.add("weblog", name="weblog.tgz", level="N/A", ous=ous, package="N/A", datatype="weblog", format="tgz")
+    m.add("casa_cmdlog", name="casa_commands.log", level="N/A", ous=ous, package="N/A",
           datatype="casa_commands", format="log")
     for name in fits_names:
         m.add("image", name=f"{products_rel.rstrip('/')}/{name}", imtype="target", manualstring="N/A")
@@ -172,7 +177,8 @@ def write_manifest(products: Path, products_rel: str, fits_names: list[str], par
     return m.write(products / "pipeline_manifest.xml")
 
 
-def run(casa, workspace: Path, vis: str, planes: list[dict], products_rel: str, parameter_files: list[str]) -> dict:
+def run(casa, workspace: Path, vis: str, planes: list[dict], products_rel: str, parameter_files: list[str],
+        ous: str = "unknown") -> dict:
     products = workspace / products_rel
     if products.exists():
         shutil.rmtree(products)    # a re-run replaces the whole export
@@ -190,7 +196,7 @@ def run(casa, workspace: Path, vis: str, planes: list[dict], products_rel: str, 
         shutil.copyfile(commands, products / "casa_commands.log")
         copied.append("casa_commands.log")
     manifest = write_manifest(products, products_rel, [o["fits"] for o in outputs], parameter_files,
-                              software_versions().get("casatools", ""))
-    com, warnings = com_images(casa, outputs, products)
+                              software_versions().get("casatools", ""), ous)
+    com, warnings = com_images(casa, outputs, products, obs)
     return {"products_dir": products_rel, "fits": outputs, "manifest": manifest.name, "com": com, "copied": copied,
             "warnings": warnings, "observation": obs}

@@ -114,18 +114,22 @@ def header_fix(path: Path, first_scan_start_mjd: float, last_scan_end_mjd: float
     _edit(Path(path), edit)
 
 
-def keyword_comments(path: Path, image_type: str) -> list[str]:
-    """Comments for the VLASS keywords (PIPE-2461). Returns the keywords that were missing."""
+def keyword_comments(path: Path) -> list[str]:
+    """Comments for the VLASS keywords (PIPE-2461). The VLASSRMS/VLASSPK comments name the TT0
+    (TT1) images when the FITS file name says tt0 (tt1) or alpha, as the reference decides.
+    Returns the keywords that were missing."""
     missing = []
+    lower = Path(path).name.lower()
+    tt = "TT0" if "tt0" in lower else "TT1" if "tt1" in lower else None
 
     def edit(h):
         comments = dict(KEYWORD_COMMENTS)
-        if "TT1" in image_type:
-            comments["VLASSRMS"], comments["VLASSPK"] = "Median rms calculated from RMS_TT1 (I)", \
-                "Peak flux density of INTENSITY_PBCOR_TT1 (I)"
-        elif "TT0" in image_type or "ALPHA" in image_type:
+        if tt == "TT0" or "alpha" in lower:
             comments["VLASSRMS"], comments["VLASSPK"] = "Median rms calculated from RMS_TT0 (I)", \
                 "Peak flux density of INTENSITY_PBCOR_TT0 (I)"
+        elif tt == "TT1":
+            comments["VLASSRMS"], comments["VLASSPK"] = "Median rms calculated from RMS_TT1 (I)", \
+                "Peak flux density of INTENSITY_PBCOR_TT1 (I)"
         else:
             comments["VLASSRMS"], comments["VLASSPK"] = "Median RMS calculated from RMS image", \
                 "Peak flux density of INTENSITY_PBCOR image"

@@ -1,4 +1,11 @@
-"""Small image-tool helpers shared by the VLASS stages (beams, keywords, statistics, removal)."""
+"""Small image-tool helpers shared by the VLASS stages (beams, keywords, statistics, removal).
+
+Pixels are read one plane at a time (``plane``: one Stokes of one channel, through ``getchunk``
+with blc/trc), strided for display (``thumbnail``), or not at all (``plane_statistics``: CASA's
+own ``ia.statistics`` over a one-plane region, which streams the image). Nothing after imaging
+reads a whole cube: a production plane is 12500^2 pixels (0.6 GB as float32), the IQUV cube four
+of those. Axis order is CASA's image order, [ra, dec, stokes, freq].
+"""
 
 from __future__ import annotations
 
@@ -92,13 +99,76 @@ def stokes_labels(casa, name: str) -> str:
         return labels
 
 
-def pixels(casa, name: str) -> np.ndarray:
+def _plane_box(shape, stokes: int, chan: int) -> tuple[list[int], list[int]]:
+    blc = [0, 0] + [0] * (len(shape) - 2)
+    trc = [int(shape[0]) - 1, int(shape[1]) - 1] + [0] * (len(shape) - 2)
+    for axis, index in ((2, stokes), (3, chan)):
+        if axis < len(shape):
+            if not 0 <= index < shape[axis]:
+                raise IndexError(f"plane index {index} outside axis {axis} of length {shape[axis]}")
+            blc[axis] = trc[axis] = int(index)
+    return blc, trc
+
+
+def plane(casa, name: str, stokes: int = 0, chan: int = 0) -> np.ndarray:
+    """One x/y plane (2-D, float) of ``name``: the only full-resolution read after imaging."""
     with opened(casa, name) as ia:
-        return ia.getchunk(dropdeg=False)
+        blc, trc = _plane_box(ia.shape(), stokes, chan)
+        return np.asarray(ia.getchunk(blc=blc, trc=trc, dropdeg=False)).reshape(trc[0] + 1, trc[1] + 1)
 
 
-def madrms(values: np.ndarray) -> float:
+def box(casa, name: str, blc_xy, trc_xy, chan: int = 0) -> np.ndarray:
+    """Pixels [x0:x1+1, y0:y1+1, every stokes] of one channel: a small window of the cube."""
+    with opened(casa, name) as ia:
+        shape = [int(n) for n in ia.shape()]
+        blc = [max(0, int(blc_xy[0])), max(0, int(blc_xy[1]))] + [0] * (len(shape) - 2)
+        trc = [min(shape[0] - 1, int(trc_xy[0])), min(shape[1] - 1, int(trc_xy[1]))] + \
+              [n - 1 for n in shape[2:]]
+        if len(shape) > 3:
+            blc[3] = trc[3] = chan
+        chunk = np.asarray(ia.getchunk(blc=blc, trc=trc, dropdeg=False))
+    return chunk.reshape(chunk.shape[:3]) if chunk.ndim > 3 else chunk
+
+
+def thumbnail(casa, name: str, stokes: int = 0, chan: int = 0, max_pixels: int = 512) -> np.ndarray:
+    """One plane read with a stride so that neither side exceeds ``max_pixels``: memory does not
+    grow with the image. A display aid only (a stride can step over a peak)."""
+    with opened(casa, name) as ia:
+        blc, trc = _plane_box(ia.shape(), stokes, chan)
+        step = max(1, -(-max(trc[0] + 1, trc[1] + 1) // max_pixels))
+        inc = [step, step] + [1] * (len(blc) - 2)
+        chunk = np.asarray(ia.getchunk(blc=blc, trc=trc, inc=inc, dropdeg=False))
+    return chunk.reshape(chunk.shape[0], chunk.shape[1])
+
+
+def plane_statistics(casa, name: str, stokes: int = 0, chan: int = 0, robust: bool = True) -> dict:
+    """``ia.statistics`` of one plane (CASA streams it; masked and non-finite pixels excluded):
+    max, min, mean, median and madrms (1.4826 x the median absolute deviation)."""
+    rg = casa.tools.regionmanager()
+    with opened(casa, name) as ia:
+        blc, trc = _plane_box(ia.shape(), stokes, chan)
+        st = ia.statistics(region=rg.box(blc=blc, trc=trc), robust=robust, list=False, verbose=False)
+    rg.done()
+    if not len(st.get("npts", [])) or float(st["npts"][0]) == 0:
+        return {"max": float("nan"), "min": float("nan"), "median": float("nan"), "mean": float("nan"),
+                "madrms": float("nan"), "npts": 0}
+    out = {k: float(st[k][0]) for k in ("max", "min", "mean")}
+    out["npts"] = int(st["npts"][0])
+    if robust:
+        out["median"] = float(st["median"][0])
+        out["madrms"] = float(st["medabsdevmed"][0]) * 1.4826
+    return out
+
+
+def madrms(values: np.ndarray, overwrite: bool = False) -> float:
+    """1.4826 x the median absolute deviation of the finite values. With ``overwrite`` the
+    selection is worked on in place (one copy of the selected values, no more)."""
     v = values[np.isfinite(values)]
     if v.size == 0:
         return float("nan")
-    return float(np.median(np.abs(v - np.median(v))) * 1.4826)
+    if not overwrite:
+        return float(np.median(np.abs(v - np.median(v))) * 1.4826)
+    med = np.median(v, overwrite_input=True)
+    v -= med
+    np.abs(v, out=v)
+    return float(np.median(v, overwrite_input=True) * 1.4826)

@@ -82,19 +82,29 @@ def _fix_beams(casa, it: str, stokes: str) -> list[str]:
 
 
 def _keywords(casa, it: str, target: dict, n: int, nfield: int, pblimit: float) -> dict:
-    """Header keywords on ``.image.tt0`` after each iteration (reference §5.2)."""
+    """Header keywords on ``.image.tt0`` after each iteration (reference §5.2). Stokes-I planes
+    only, read one at a time: at most about three planes in memory, never the IQUV cube."""
     image, pb, residual = f"{it}.image.tt0", f"{it}.pb.tt0", f"{it}.residual.tt0"
-    img = images.pixels(casa, image)
-    good = np.ones(img.shape[:2], dtype=bool)
+    outside = None                      # pixels at or below pblimit
+    corr = images.plane(casa, image)
     if Path(pb).exists():
-        pbv = images.pixels(casa, pb)[:, :, 0, 0]
-        good = pbv > pblimit
-        corr = img[:, :, 0, 0][good] / pbv[good]
+        pbv = images.plane(casa, pb)
+        outside = ~(pbv > pblimit)
+        np.divide(corr, pbv, out=corr, where=~outside)
+        del pbv
+        corr[outside] = np.nan
+    datamin, datamax = float(np.nanmin(corr)), float(np.nanmax(corr))
+    if Path(residual).exists():
+        del corr
+        res = images.plane(casa, residual)
+        if outside is not None:
+            res[outside] = np.nan
+        datarms = images.madrms(res, overwrite=True)
+        del res
     else:
-        corr = img[:, :, 0, 0][good]
-    res = images.pixels(casa, residual)[:, :, 0, 0][good] if Path(residual).exists() else corr
-    keys = {"nfield": nfield, "datamin": float(np.nanmin(corr)), "datamax": float(np.nanmax(corr)),
-            "datarms": images.madrms(res), "stokes": target["imaging"]["stokes"],
+        datarms = images.madrms(corr, overwrite=True)
+    keys = {"nfield": nfield, "datamin": datamin, "datamax": datamax,
+            "datarms": datarms, "stokes": target["imaging"]["stokes"],
             "effbw": float(target["nominal_bandwidth_hz"]), "ctrfrq": float(target["reffreq_ghz"] * 1e9),
             "spw": target["spw"], "virtspw": target["spw"], "field": target["field"], "type": "image",
             "iter": n, "intent": "TARGET", "specmode": "cont", "robust": float(target["imaging"]["robust"]),

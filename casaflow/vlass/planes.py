@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import glob
 import re
+from pathlib import Path
 
 import numpy as np
 
@@ -31,23 +32,17 @@ def compress_spw(group: str) -> str:
     return ",".join(runs)
 
 
-def image_type(name: str) -> str:
-    n = name.lower()
-    if ".rms" in n:
-        return "RMS"
-    if "alpha.error" in n:
-        return "ALPHAERR"
-    if "alpha" in n:
-        return "ALPHA"
-    if ".weight" in n:
-        return "WEIGHT"
-    if ".sumwt" in n:
-        return "SUMWT"
-    if ".psf" in n:
-        return "PSF"
-    if ".image" in n:
-        return "INTENSITY_PBCOR" if ".pbcor" in n else "INTENSITY"
-    return "UNKNOWN"
+def image_type(name: str, append_tt: bool = True) -> str:
+    """VLASSITY as the reference derives it from the file name (imaging.get_vlass_image_type):
+    ALPHAERR, ALPHA, RMS, INTENSITY_PBCOR, WEIGHT, SUMWT, PSF, else UNKNOWN (the plain image, the
+    pb and the pb-corrected residual among them), with _TT0/_TT1 appended from the name."""
+    n = Path(name).name.lower()
+    base = ("ALPHAERR" if ".alpha.error" in n else "ALPHA" if ".alpha" in n else "RMS" if ".rms" in n else
+            "INTENSITY_PBCOR" if "image.pbcor." in n else "WEIGHT" if ".weight." in n else
+            "SUMWT" if ".sumwt." in n else "PSF" if ".psf." in n else "UNKNOWN")
+    if base == "UNKNOWN" or not append_tt:
+        return base
+    return base + ("_TT0" if "tt0" in n else "_TT1" if "tt1" in n else "")
 
 
 def name_keywords(imagename: str) -> dict:

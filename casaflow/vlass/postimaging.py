@@ -6,9 +6,8 @@ import math
 from decimal import ROUND_HALF_UP, Decimal
 from pathlib import Path
 
-import numpy as np
-
 from . import images
+from .planes import image_type
 
 CUTOUT_DEG = 1.0 + 2.0 / 60.0   # 1 deg + 2' buffer
 
@@ -43,16 +42,10 @@ def rms_image(casa, image: str) -> str:
 
 
 def rms_statistics(casa, rms: str) -> dict:
-    """Per-Stokes robust statistics of an rms image (axes [0,1,3])."""
-    px = images.pixels(casa, rms)
-    stats = {}
-    labels = images.stokes_labels(casa, rms)
-    for k, label in enumerate(labels):
-        plane = px[:, :, k, :].ravel()
-        plane = plane[np.isfinite(plane)]
-        stats[label] = {"max": float(plane.max()), "min": float(plane.min()), "median": float(np.median(plane)),
-                        "mean": float(plane.mean()), "madrms": images.madrms(plane)}
-    return stats
+    """Per-Stokes robust statistics of an rms image, one plane at a time through CASA's own
+    ``ia.statistics`` (it streams: nothing of the size of a plane is held here)."""
+    return {label: {k: v for k, v in images.plane_statistics(casa, rms, stokes=k).items() if k != "npts"}
+            for k, label in enumerate(images.stokes_labels(casa, rms))}
 
 
 def _round_half_up(x: float) -> int:
@@ -106,9 +99,8 @@ def cutouts(casa, image: str, cutout_imsize=None) -> dict:
     peak = float(casa.task("imstat", imagename=pbcor_sub, stokes="I")["max"][0])
     rms_median = float(casa.task("imstat", imagename=rms_sub, stokes="I")["median"][0])
     labels = images.stokes_labels(casa, pbcor_sub)
-    images.set_miscinfo(casa, pbcor_sub, {"VLASSPL": labels, "VLASSPK": peak, "VLASSRMS": rms_median,
-                                          "VLASSITY": "INTENSITY_PBCOR"})
-    images.set_miscinfo(casa, rms_sub, {"VLASSPL": labels, "VLASSPK": peak, "VLASSRMS": rms_median,
-                                        "VLASSITY": "RMS"})
+    for sub in (pbcor_sub, rms_sub):     # INTENSITY_PBCOR_TT0 and RMS_TT0, as the reference names them
+        images.set_miscinfo(casa, sub, {"VLASSPL": labels, "VLASSPK": peak, "VLASSRMS": rms_median,
+                                        "VLASSITY": image_type(sub)})
     return {"box": box, "subims": sorted(made.values()), "peak_jy": peak, "rms_median_jy": rms_median,
             "stokes": labels, "rms_stats": rms_statistics(casa, rms_sub), "beam": images.beam_of(casa, pbcor_sub)}

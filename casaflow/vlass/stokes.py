@@ -49,16 +49,27 @@ def _mask_array(casa, mask: str):
         return None
     m = None
     for part in mask.split(" && "):
-        plane = images.pixels(casa, part.split('"')[1])[:, :, 0, 0] > 0.5
-        m = plane if m is None else m & plane
+        plane = images.plane(casa, part.split('"')[1]) > 0.5
+        m = plane if m is None else np.logical_and(m, plane, out=m)
     return m if m.any() else None
 
 
 def _argmax(data: np.ndarray, mask) -> list[int]:
-    data = data.copy()
+    """Position of the maximum inside ``mask``; ``data`` (a plane read for this) is overwritten."""
     if mask is not None:
         data[~mask] = -np.inf
     return [int(v) for v in np.unravel_index(np.nanargmax(data), data.shape)]
+
+
+def _linpol_plane(casa, image: str) -> np.ndarray:
+    """sqrt(Q^2 + U^2) of one plane, with two planes in memory at most."""
+    pol = images.plane(casa, image, stokes=1)
+    np.square(pol, out=pol)
+    u = images.plane(casa, image, stokes=2)
+    np.square(u, out=u)
+    pol += u
+    del u
+    return np.sqrt(pol, out=pol)
 
 
 def analyse(casa, planes: list[dict]) -> dict:
@@ -70,22 +81,20 @@ def analyse(casa, planes: list[dict]) -> dict:
     mask, warnings = joint_mask(casa, hi["root"], hi.get("box"))
     lo_img = f"{lo['root']}.iter3.image.pbcor.tt0.subim"
     m = _mask_array(casa, mask)
-    px = images.pixels(casa, lo_img)
-    rois = {"peak_stokesi": _argmax(px[:, :, 0, 0], m),
-            "peak_linpolint": _argmax(np.hypot(px[:, :, 1, 0], px[:, :, 2, 0]), m)}
+    rois = {"peak_stokesi": _argmax(images.plane(casa, lo_img, stokes=0), m),
+            "peak_linpolint": _argmax(_linpol_plane(casa, lo_img), m)}
+    del m
     out_planes = []
     for p in by_freq:
         img = f"{p['root']}.iter3.image.pbcor.tt0.subim"
         rms = f"{p['root']}.iter3.image.pbcor.tt0.rms.subim"
         try:
-            data = images.pixels(casa, img)
-            rmsd = images.pixels(casa, rms)
             rec = {"group": p["group"], "reffreq_hz": p["reffreq_ghz"] * 1e9, "keep": p["keep"],
                    "beamarea": p["beam"]["bmaj"] * p["beam"]["bmin"],
                    "rms": {k: v["median"] for k, v in p["rms_stats"].items()}}
             for name, (x, y) in rois.items():
-                box = data[max(0, x - 1):x + 2, max(0, y - 1):y + 2, :, 0]
-                rbox = rmsd[max(0, x - 1):x + 2, max(0, y - 1):y + 2, 0, 0]
+                box = images.box(casa, img, (x - 1, y - 1), (x + 1, y + 1))        # 3x3 x Stokes
+                rbox = images.box(casa, rms, (x - 1, y - 1), (x + 1, y + 1))[..., 0]
                 rec[name] = {"I": float(box[..., 0].mean()), "Q": float(box[..., 1].mean()),
                              "U": float(box[..., 2].mean()), "V": float(box[..., 3].mean()),
                              "stokesi_rms": float(rbox.mean())}

@@ -22,7 +22,7 @@ def test_list_shows_every_stage_with_params():
     stages = {s["name"]: s for s in json.loads(proc.stdout)}
     assert {"noop", "inspect-ms", "simulate-vlass"} <= set(stages)
     preset = {p["name"]: p for p in stages["simulate-vlass"]["params"]}["preset"]
-    assert preset["choices"] == ["tiny", "small", "large"] and preset["default"] == "tiny"
+    assert preset["choices"] == ["tiny", "small", "large", "paths"] and preset["default"] == "tiny"
     human = run("--list").stdout
     assert "noop  [light]" in human and "--param sleep=<float>" in human
 
