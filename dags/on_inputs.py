@@ -6,8 +6,10 @@ operators/assets.py."""
 from __future__ import annotations
 
 from operators.assets import inputs_trigger_dag
+from operators.settings import settings
 
 vlass_se_cube_on_inputs = inputs_trigger_dag(
     "vlass_se_cube", "Starts vlass_se_cube for new SE-continuum resources posted as asset events")
-casaflow_noop_on_inputs = inputs_trigger_dag(
-    "casaflow_noop", "Starts casaflow_noop for each posted asset event (tests, benchmarks)")
+if settings().enable_test_dags:    # like casaflow_noop itself: only where test DAGs are enabled
+    casaflow_noop_on_inputs = inputs_trigger_dag(
+        "casaflow_noop", "Starts casaflow_noop for each posted asset event (tests, benchmarks)")

@@ -24,6 +24,7 @@ with DAG(
     dag_id="casaflow_test_review",
     **workflow_dag_args(),
     tags=["casaflow-test"],
+    auto_register=settings().enable_test_dags,
     params={"qa_score": Param(None, type=["null", "number"], minimum=0, maximum=1, title="QA score",
                               description="The score the stage records (empty: none)."),
             **common_params(), **qa_review_params()},
@@ -51,6 +52,7 @@ with DAG(
     catchup=False,
     max_active_runs=1,
     tags=["casaflow-test"],
+    auto_register=settings().enable_test_dags,
 ) as ingest_dag:
 
     @task
@@ -71,3 +73,6 @@ with DAG(
         return seen
 
     ingest()
+
+if not settings().enable_test_dags:   # test DAGs exist only where enabled (the tests' conftest)
+    del review_dag, ingest_dag

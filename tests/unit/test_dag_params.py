@@ -25,6 +25,9 @@ REQUIRED = {
     "alma_qa2_package": {"origpath", "project_code"},
     "reprocess_catalog": set(),                      # scheduled: every Param needs a valid default
     "casaflow_noop": {"input"},
+    # asset-scheduled: started by events, not by a form; no Params
+    "vlass_se_cube__on_inputs": set(),
+    "casaflow_noop__on_inputs": set(),
 }
 # What a person types into those fields (valid values, not defaults).
 FILLED = {
@@ -34,6 +37,8 @@ FILLED = {
     "alma_qa2_package": {"origpath": "/in/SB1", "project_code": "2019.1.01234.S"},
     "reprocess_catalog": {},
     "casaflow_noop": {"input": "/in/x.txt"},
+    "vlass_se_cube__on_inputs": {},
+    "casaflow_noop__on_inputs": {},
 }
 
 
