@@ -65,7 +65,21 @@ def enum_member(path: str, value: int):
 
 
 class RefPickler(pickle._Pickler):
-    """Writes stand-in classes as the reference's globals (``STACK_GLOBAL module name``)."""
+    """Writes stand-in classes as the reference's globals (``STACK_GLOBAL module name``).
+
+    Classes are caught in :meth:`save`, before the type dispatch table: a library that extends
+    pickle's table (dill does, on import: it then writes classes as ``dill._dill._create_type``)
+    must not change what the simulator writes."""
+
+    def save(self, obj, save_persistent_id=True):
+        if isinstance(obj, type) and obj.__dict__.get("_reference_class"):
+            memo = self.memo.get(id(obj))
+            if memo is not None:
+                self.write(self.get(memo[0]))
+            else:
+                self.save_global(obj)
+            return
+        super().save(obj, save_persistent_id)
 
     def save_global(self, o, name=None):
         if isinstance(o, type) and o.__dict__.get("_reference_class"):

@@ -138,6 +138,16 @@ def test_context_written_with_reference_class_paths_is_read_by_attribute_names(t
         "BANDPASS", "REGCAL_CONTLINE_ALL", OUS, 5)
 
 
+def test_context_written_with_dill_imported_is_still_the_reference_s_pickle(tmp_path):
+    """dill extends pickle's type table when imported (Airflow brings it): the simulator must still
+    write classes as the reference's globals, which the safe reader can read."""
+    pytest.importorskip("dill")
+    path = _context(tmp_path)
+    raw = path.read_bytes()
+    assert b"dill._dill" not in raw and b"pipeline.infrastructure.launcher" in raw
+    assert pipecontext.read(tmp_path, path).mses[0].session == "session_7"
+
+
 def test_sessions_come_from_the_context_or_the_parameter(tmp_path):
     rec = pipecontext.read(tmp_path, _context(tmp_path, session="session_3"))
     warnings = []
