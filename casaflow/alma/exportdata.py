@@ -292,7 +292,7 @@ def run(casa, workspace: Path, working: Path, p: ExportParams, warn, versions: d
             ebs = context.ordered_unique(e for e in (context.execblock_uid(casa, working / v) for v in all_ms) if e)
         casa_version, pipeline_version = context.run_versions(weblog)
         report = aqua.build(ppr, run_record, ebs, qa_record, casa_version or versions.get("casatools", "N/A"),
-                            pipeline_version or "Undefined")
+                            pipeline_version or "Undefined", warn=warn)
         (staging / aqua_name).write_bytes(aqua.to_bytes(report))
         ex.names["aqua_report"] = record(aqua_name, "pipeline_aquareport")
         if weblog:

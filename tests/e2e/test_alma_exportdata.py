@@ -192,17 +192,17 @@ def test_aqua_report_holds_the_contexts_stages_scores_and_fluxes(dag_run, alma_t
         rep = st.find("RepresentativeScore").get("Score")
         assert rep == (str(min(subs)) if subs else "None")
     assert [t.tag for t in aqua.find("QaPerTopic")] == ["Dataset", "Flagging", "Calibration", "Imaging"]
-    flux = aqua.findall("QaPerTopic/Calibration/FluxMeasurements/FluxMeasurements/FluxMeasurement")
+    flux = aqua.findall("QaPerTopic/Calibration/FluxMeasurements/FluxMeasurement")
     assert [(f.get("Asdm"), int(f.get("MsSpwId")), float(f.get("FluxJy"))) for f in flux] == [
         (g["asdm"], g["spw"], round(g["flux_jy"], 6)) for g in truth["gfluxscale"]]
     assert all(abs(float(f.get("FluxJy")) - 0.8) < 0.05 for f in flux)   # the sky: 0.8 Jy at 100 GHz
     # one ImageSensitivities per hif_makeimages stage, and the imageprecheck's estimates in Dataset
-    per_stage = aqua.findall("QaPerTopic/Imaging/ImageSensitivity/ImageSensitivities")
+    per_stage = aqua.findall("QaPerTopic/Imaging/ImageSensitivities")
     assert [p.get("StageNumber") for p in per_stage] == [s.get("Number") for s in stages
                                                          if s.get("Name") == "hif_makeimages"]
-    sens = aqua.findall("QaPerTopic/Imaging/ImageSensitivity/ImageSensitivities/Sensitivity")
+    sens = aqua.findall("QaPerTopic/Imaging/ImageSensitivities/Sensitivity")
     assert len(sens) == 6 and all(s.get("ImageName").endswith(".image.pbcor") for s in sens)
-    assert aqua.findall("QaPerTopic/Dataset/ImageSensitivity/SensitivityEstimates/Sensitivity")
+    assert aqua.findall("QaPerTopic/Dataset/SensitivityEstimates/Sensitivity")
     # ... and it is inside the weblog tarball where the weblog links it: html/pipeline_aquareport.xml
     with tarfile.open(products / f"{PREFIX}.weblog.tgz") as tar:
         names = tar.getnames()
