@@ -279,7 +279,8 @@ def test_rerun_gives_identical_products(base_dir, alma_tiny):
     ({"calintents": "PHASE"}, {"_ph"}, True),
     ({"calintents": "*BAND*"}, {"_bp"}, True),
     ({"calintents": "PHASE,BANDPASS"}, {"_ph", "_bp"}, True),
-    ({"imaging_products_only": True}, set(), False),
+    # the reference exports the calibrator images in every mode (_export_images is unconditional)
+    ({"imaging_products_only": True}, {"_ph", "_bp", "_flux", "_pol", "_chk"}, False),
     ({"calintents": "POL*"}, {"_pol", "_pang", "_plk"}, True),
     ({"exportmses": True, "vis": ["uid___A002_Xf00d12_X1a2b.ms"]},                           # vis ignored
      {"_ph", "_bp", "_flux", "_pol", "_chk"}, False),
@@ -308,6 +309,23 @@ def test_selection_parameters(base_dir, alma_tiny, params, cal_types, has_calpro
     manifest = xmlsafe.parse_file(products / f"{PREFIX}.pipeline_manifest.xml")
     listed = {el.get("name") for el in manifest.iter("image")}
     assert listed == set(fits_names(products))
+
+
+def test_session_parameter_matched_against_each_list_on_its_own(base_dir, alma_tiny):
+    """``session`` is matched by position against the calibration MSs and, separately, against
+    the imaging MSs (ExportData._make_lists / _get_sessions); the restore script gets it verbatim."""
+    truth = alma_tiny["truth"]
+    proc, ws = export(base_dir, alma_tiny, "sessions", session=["sX", "sY", "sZ"])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    products = ws / "products"
+    root = xmlsafe.parse_file(products / f"{PREFIX}.pipeline_manifest.xml")
+    got = {s.get("name"): [a.get("name") for a in s.findall("asdm")] for s in root.find("ous").findall("session")}
+    assert got == {"sX": [truth["vis"][0]], "sY": [truth["vis"][1]]}
+    assert {f"{OUS}.sX.caltables.tgz", f"{OUS}.sY.caltables.tgz"} <= {p.name for p in products.iterdir()}
+    restore = (products / f"{PREFIX}.casa_piperestorescript.py").read_text()
+    assert "session=['sX', 'sY', 'sZ'], ocorr_mode='ca')" in restore
+    sessions = json.loads((ws / "results" / "alma-exportdata.json").read_text())["outputs"]["sessions"]
+    assert [sessions[v] for v in truth["targets_ms"]] == ["sX", "sY"][:len(truth["targets_ms"])]
 
 
 def test_explicit_image_lists(base_dir, alma_tiny):
