@@ -83,7 +83,10 @@ def record_from_fallback(qa: dict) -> dict:
         visible = [s for s in scores if not s.get("hidden") and s.get("score") is not None]
         stages.append({"number": st["number"], "name": st["name"], "topics": [st.get("topic")],
                        "start": st.get("start"), "end": st.get("end"), "scores": [s for s in scores if not s.get("hidden")],
-                       "representative": min(visible, key=lambda s: s["score"]) if visible else NO_SCORE})
+                       # QAScorePool.representative: an empty pool gives NO_SCORE, a pool of None scores
+                       # its first score
+                       "representative": min(visible, key=lambda s: s["score"]) if visible else
+                       scores[0] if scores else NO_SCORE})
     gf = next((s for s in stages if s["name"] == "hifa_gfluxscale"), None)
     imp = [s["number"] for s in stages if s["name"] == "hifa_importdata"]
     mk = [s for s in stages if s["name"] == "hif_makeimages"]

@@ -212,3 +212,16 @@ def test_sensitivity_values_and_a_missing_required_key_is_na_and_warned():
     assert (bad.get("Array"), bad.get("MsSpwId"), bad.get("BwMode")) == ("N/A", "N/A", "cube")
     # one warning per stage that has such rows (imageprecheck 4, makeimages 5 and 6)
     assert len(warnings) == 3 and all("Array, MsSpwId" in w for w in warnings)
+
+
+def test_fallback_representative_as_the_score_pool_gives_it():
+    """QAScorePool.representative: the lowest visible numerical score; with only None scores the
+    pool's first; with an empty pool 'No QA scores registered'."""
+    none = {"score": None, "reason": "not scored", "metric": {"name": "M", "value": 1, "units": ""}}
+    qa = {"stages": [{"number": 1, "name": "hifa_importdata", "topic": "Dataset", "scores": [none]},
+                     {"number": 2, "name": "hifa_flagdata", "topic": "Flagging", "scores": []},
+                     {"number": 3, "name": "hifa_wvrgcal", "topic": "Calibration",
+                      "scores": [{**none, "score": 0.9, "reason": "a"}, {**none, "score": 0.4, "reason": "b",
+                                                                          "hidden": True}]}]}
+    reps = [s["representative"]["reason"] for s in aqua.record_from_fallback(qa)["stages"]]
+    assert reps == ["not scored", "No QA scores registered for this task", "a"]
