@@ -103,7 +103,8 @@ def record_from_fallback(qa: dict) -> dict:
              "pbcor_image_max": {"value": r.get("pbcor_max"), "unit": "Jy/beam"},
              "nonpbcor_image_min": {"value": r.get("image_min"), "unit": "Jy/beam"},
              "nonpbcor_image_max": {"value": r.get("image_max"), "unit": "Jy/beam"},
-             "imagename": r.get("image"), "datatype": r.get("datatype"), "spw": None if r.get("spw") is None else str(r.get("spw")),
+             "imagename": r.get("image"), "datatype": r.get("datatype"),
+             "spw": None if r.get("spw") is None else str(r.get("spw")),
              "is_representative": r.get("is_representative")} for r in qa.get("sensitivities", [])]
     flux = qa.get("flux_measurements", [])
     return {"source": "pipeline_qa.json", "stages": stages, "flux_measurements": flux,
