@@ -1,6 +1,10 @@
 """Check an XML document casaflow wrote against the conformance table read from the reference's
 writer code (tests/fixtures/alma_reference_xml.json): the declaration, every element's tag under
-its parent, its attribute names and their order, and the order of each parent's children."""
+its parent, its attribute names and their order, the values an attribute can only take, and the
+order of each parent's children. An element is checked against the rule of its full path, else of
+the longest ``*/`` suffix of it; a ``*/`` rule with ``parent_tags`` applies under those parents
+only. A container the reference never writes therefore fails: it is not among its parent's
+children, or it lacks the attributes of the element of that name, and its children have no rule."""
 
 from __future__ import annotations
 
@@ -13,15 +17,20 @@ from lxml import etree
 TABLE = json.loads((Path(__file__).parent / "fixtures" / "alma_reference_xml.json").read_text())
 
 
+RULE_KEYS = {"path", "attributes", "children", "source", "text", "values", "parent_tags"}
+
+
 def _rule(rules: dict, path: str) -> dict | None:
-    """The table entry for an element path: the exact path, else the longest '*/' suffix."""
+    """The table entry for an element path: the exact path, else the longest '*/' suffix whose
+    ``parent_tags`` (if any) name the element's parent."""
     if path in rules:
         return rules[path]
     parts = path.split("/")
     for k in range(1, len(parts)):
         key = "*/" + "/".join(parts[k:])
-        if key in rules:
-            return rules[key]
+        rule = rules.get(key)
+        if rule is not None and ("parent_tags" not in rule or (len(parts) > 1 and parts[-2] in rule["parent_tags"])):
+            return rule
     return None
 
 
@@ -71,6 +80,10 @@ def check(data: bytes, document: str) -> list[str]:
     if first_line != table["declaration"]:
         problems.append(f"declaration {first_line!r}, the reference writes {table['declaration']!r}")
     rules = {r["path"]: r for r in table["elements"]}
+    for r in table["elements"]:
+        unknown = set(r) - RULE_KEYS
+        if unknown:      # a rule the checker would silently not apply
+            raise ValueError(f"conformance table {document} {r['path']}: unknown keys {sorted(unknown)}")
     root = etree.fromstring(data)
 
     def walk(el, path):
@@ -81,6 +94,9 @@ def check(data: bytes, document: str) -> list[str]:
         why = _attributes_ok(rule, list(el.attrib))
         if why:
             problems.append(f"{path}: {why}")
+        for name, allowed in rule.get("values", {}).items():
+            if name in el.attrib and el.get(name) not in allowed:
+                problems.append(f"{path}: {name}={el.get(name)!r}, the reference writes only {allowed}")
         children = [c for c in el if isinstance(c.tag, str)]
         order = rule.get("children", [])
         j = 0

@@ -59,6 +59,7 @@ def _score_str(value) -> str:
 def record_from_context(run) -> dict:
     """The report's input from a run's context (pipecontext.RunRecord)."""
     return {"source": "context", "stages": run.stages, "flux_measurements": run.flux_measurements,
+            "importdata": run.importdata,
             "gfluxscale": run.gfluxscale, "sensitivity_stages": run.sensitivity_stages,
             "project": {"proposal_code": run.proposal_code, "recipe_name": run.recipe_name,
                         "ous_entity_id": run.ous_entity_id, "ous_part_id": run.ous_part_id,
@@ -82,8 +83,12 @@ def record_from_fallback(qa: dict) -> dict:
         visible = [s for s in scores if not s.get("hidden") and s.get("score") is not None]
         stages.append({"number": st["number"], "name": st["name"], "topics": [st.get("topic")],
                        "start": st.get("start"), "end": st.get("end"), "scores": [s for s in scores if not s.get("hidden")],
-                       "representative": min(visible, key=lambda s: s["score"]) if visible else NO_SCORE})
+                       # QAScorePool.representative: an empty pool gives NO_SCORE, a pool of None scores
+                       # its first score
+                       "representative": min(visible, key=lambda s: s["score"]) if visible else
+                       scores[0] if scores else NO_SCORE})
     gf = next((s for s in stages if s["name"] == "hifa_gfluxscale"), None)
+    imp = [s["number"] for s in stages if s["name"] == "hifa_importdata"]
     mk = [s for s in stages if s["name"] == "hif_makeimages"]
     sens = [{"array": r.get("array"), "bandwidth": {"value": r.get("bandwidth_hz"), "unit": "Hz"},
              "effective_bw": {"value": r.get("effective_bandwidth_hz"), "unit": "Hz"},
@@ -98,9 +103,13 @@ def record_from_fallback(qa: dict) -> dict:
              "pbcor_image_max": {"value": r.get("pbcor_max"), "unit": "Jy/beam"},
              "nonpbcor_image_min": {"value": r.get("image_min"), "unit": "Jy/beam"},
              "nonpbcor_image_max": {"value": r.get("image_max"), "unit": "Jy/beam"},
-             "imagename": r.get("image"), "datatype": r.get("datatype"), "spw": str(r.get("spw")),
+             "imagename": r.get("image"), "datatype": r.get("datatype"),
+             "spw": None if r.get("spw") is None else str(r.get("spw")),
              "is_representative": r.get("is_representative")} for r in qa.get("sensitivities", [])]
-    return {"source": "pipeline_qa.json", "stages": stages, "flux_measurements": qa.get("flux_measurements", []),
+    flux = qa.get("flux_measurements", [])
+    return {"source": "pipeline_qa.json", "stages": stages, "flux_measurements": flux,
+            # the fallback's flux rows are hifa_importdata's: they go to its first stage
+            "importdata": [(n, flux if i == 0 else []) for i, n in enumerate(imp)],
             "gfluxscale": [(gf["number"], gf["representative"]["score"], qa.get("gfluxscale", []))] if gf else [],
             "sensitivity_stages": [("hif_makeimages", mk[-1]["number"], mk[-1]["representative"]["score"], sens)]
             if mk else [], "project": None}
@@ -184,7 +193,22 @@ def _quantity(q, unit: str) -> str:
         return "N/A"
 
 
-def _sensitivity(parent, d: dict, stage_name: str) -> None:
+# Keys the reference's ``xml_for_sensitivity`` reads as ``d[key]`` with no default: when one is
+# missing the reference raises and writes no AQUA report at all ('Undefined' in the manifest).
+REQUIRED_SENSITIVITY_KEYS = {"array": "Array", "bwmode": "BwMode", "intent": "Intent", "field": "Field",
+                             "spw": "MsSpwId"}
+
+
+def _sensitivity(parent, d: dict, stage_name: str, missing: set | None = None) -> None:
+    def required(key):
+        """casaflow keeps the report: a missing (or None) required value is 'N/A', and warned."""
+        v = d.get(key)
+        if v is None:
+            if missing is not None:
+                missing.add(REQUIRED_SENSITIVITY_KEYS[key])
+            return "N/A"
+        return str(v)
+
     def q(key, unit, sub=None):
         v = d.get(key)
         if sub is not None:
@@ -205,37 +229,44 @@ def _sensitivity(parent, d: dict, stage_name: str) -> None:
     observed = q("observed_sensitivity", "Jy/beam")
     rep = d.get("is_representative")
     etree.SubElement(parent, "Sensitivity", {
-        "Array": str(d.get("array")), "BandwidthHz": q("bandwidth", "Hz"),
+        "Array": required("array"), "BandwidthHz": q("bandwidth", "Hz"),
         "EffectiveBandwidthHz": "N/A" if eff == "0.0" else eff,
         "BeamMajArcsec": q("beam", "arcsec", "major"), "BeamMinArcsec": q("beam", "arcsec", "minor"),
-        "BeamPosAngDeg": q("beam", "deg", "positionangle"), "BwMode": str(d.get("bwmode")),
+        "BeamPosAngDeg": q("beam", "deg", "positionangle"), "BwMode": required("bwmode"),
         "CellXArcsec": q("cell", "arcsec", 0), "CellYArcsec": q("cell", "arcsec", 1),
-        "Intent": str(d.get("intent")), "Field": str(d.get("field")), "Robust": str(d.get("robust", "")),
+        "Intent": required("intent"), "Field": required("field"), "Robust": str(d.get("robust", "")),
         "UVTaper": str(d.get("uvtaper", "")),
         "SensitivityJyPerBeam": theo if stage_name == "hifa_imageprecheck" else observed,
         "TheoreticalSensitivityJyPerBeam": theo, "ObservedSensitivityJyPerBeam": observed,
-        "MsSpwId": str(d.get("spw")), "IsRepresentative": "N/A" if rep is None else str(rep),
+        "MsSpwId": required("spw"), "IsRepresentative": "N/A" if rep is None else str(rep),
         "PbcorImageMinJyPerBeam": q("pbcor_image_min", "Jy/beam"), "PbcorImageMaxJyPerBeam": q("pbcor_image_max", "Jy/beam"),
         "ImageMinJyPerBeam": q("nonpbcor_image_min", "Jy/beam"), "ImageMaxJyPerBeam": q("nonpbcor_image_max", "Jy/beam"),
         "ImageName": "N/A" if d.get("imagename") is None else str(d["imagename"]),
         "DataType": "N/A" if d.get("datatype") is None else str(d["datatype"])})
 
 
-def _sensitivities(parent, record: dict, stage_names: set, tag: str, topic_numbers: set) -> None:
-    stages = [s for s in record["sensitivity_stages"] if s[0] in stage_names and s[1] in topic_numbers]
-    if not stages:
-        return
-    box = etree.SubElement(parent, "ImageSensitivity")
+def _sensitivity_stages(parent, record: dict, tag: str, topic_numbers: set, warn=None) -> None:
+    """One ``<tag Origin StageNumber Score>`` per hifa_imageprecheck / hif_makeimages stage of the
+    topic, in stage order, directly under the topic element: the reference's
+    ``sensitivity_xml_for_stages`` builds them inside an ``ImageSensitivity`` element and the
+    topic ``extend``s itself with that element's children, so the container is never written."""
+    stages = [s for s in record["sensitivity_stages"]
+              if s[0] in ("hifa_imageprecheck", "hif_makeimages") and s[1] in topic_numbers]
     for name, number, score, rows in sorted(stages, key=lambda s: s[1]):
-        el = etree.SubElement(box, tag, Origin=name, StageNumber=str(number), Score=_score_str(score))
+        el = etree.SubElement(parent, tag, Origin=name, StageNumber=str(number), Score=_score_str(score))
+        missing: set = set()
         for d in rows:
-            _sensitivity(el, d, name)
+            _sensitivity(el, d, name, missing)
+        if missing and warn is not None:
+            warn(f"AQUA report: stage {number} ({name}) has sensitivities without {', '.join(sorted(missing))}; "
+                 f"written as N/A (the reference writes no AQUA report then)")
 
 
 def build(ppr, run, ebs: list[str], record: dict, casa_version: str, pipeline_version: str,
-          report_time: float | None = None) -> etree._Element:
+          report_time: float | None = None, warn=None) -> etree._Element:
     """``ppr``: context.Ppr (used when there is no context); ``run``: the RunRecord or None;
-    ``record``: :func:`record_from_context` or :func:`record_from_fallback`."""
+    ``record``: :func:`record_from_context` or :func:`record_from_fallback`; ``warn``: called
+    with a message for each stage whose sensitivities lack a value the reference requires."""
     stages = record["stages"]
     proj = record.get("project") or {"proposal_code": ppr.project or UNDEFINED, "recipe_name": ppr.recipe or UNDEFINED,
                                      "ous_entity_id": ppr.ous_entity or UNDEFINED,
@@ -274,19 +305,21 @@ def build(ppr, run, ebs: list[str], record: dict, casa_version: str, pipeline_ve
         el = etree.SubElement(per_topic, topic, Score=_score_str(min(reps)) if reps else UNDEFINED)
         _per_stage(el, members)
         numbers = {s["number"] for s in members}
+        # The reference's almaifaqua topics ``extend`` themselves with a FluxMeasurements (and an
+        # ImageSensitivity) container, which adds the container's children only.
         if topic == "Dataset":
-            imp = [s for s in members if s["name"] == "hifa_importdata"]
-            if imp:          # the reference writes the stage's element even with no measurements
-                _flux_stage(etree.SubElement(el, "FluxMeasurements"), "hifa_importdata", UNDEFINED,
-                            record["flux_measurements"])
-            _sensitivities(el, record, {"hifa_imageprecheck", "hif_makeimages"}, "SensitivityEstimates", numbers)
+            # one element per hifa_importdata stage, even with no measurements; none without one
+            for number, rows in record["importdata"]:
+                if number in numbers:
+                    _flux_stage(el, "hifa_importdata", UNDEFINED, rows)
+            _sensitivity_stages(el, record, "SensitivityEstimates", numbers, warn)
         if topic == "Calibration":
-            box = etree.SubElement(el, "FluxMeasurements")
+            # one element per hifa_gfluxscale stage; nothing without one
             for number, score, rows in record["gfluxscale"]:
                 if number in numbers:
-                    _flux_stage(box, "hifa_gfluxscale", _score_str(score), rows)
+                    _flux_stage(el, "hifa_gfluxscale", _score_str(score), rows)
         if topic == "Imaging":
-            _sensitivities(el, record, {"hifa_imageprecheck", "hif_makeimages"}, "ImageSensitivities", numbers)
+            _sensitivity_stages(el, record, "ImageSensitivities", numbers, warn)
     return root
 
 

@@ -182,6 +182,41 @@ def assign_sessions(vises: list[str], sessions: list[str], run_record, warn) -> 
     return out
 
 
+@dataclass
+class Sessions:
+    """The session assignments of one export, as the reference makes them: ``_get_sessions`` is
+    run separately on each list ``_make_lists`` filters, so a ``session`` parameter is matched by
+    position against the calibration MSs (main products), against the imaging MSs (aux
+    products), and against every MS of the run (``exportmses``)."""
+
+    calibration: dict          # calibration vis -> session
+    imaging: dict              # imaging vis -> session
+    every: dict                # every vis -> session (exportmses)
+    restore: list              # the restore script's session list (``wksessions``)
+
+    @property
+    def merged(self) -> dict:
+        """vis -> session of the main and aux products (an MS is in one of the two lists)."""
+        return {**self.calibration, **self.imaging}
+
+
+def session_lists(calibration: list[str], imaging: list[str], every: list[str], sessions: list[str], run_record,
+                  warn) -> Sessions:
+    seen: set = set()
+
+    def once(message):
+        if message not in seen:
+            seen.add(message)
+            warn(message)
+
+    cal = assign_sessions(calibration, sessions, run_record, once)
+    # the restore script gets the ``session`` parameter verbatim when given (it may be shorter or
+    # longer than the MS list), else the per-MS sessions of the calibration MSs
+    return Sessions(calibration=cal, imaging=assign_sessions(imaging, sessions, run_record, once),
+                    every=assign_sessions(every, sessions, run_record, once),
+                    restore=list(sessions) if sessions else [cal[v] for v in calibration])
+
+
 def run_versions(weblog: Path | None) -> tuple[str, str]:
     """(CASA version, pipeline version) the run used, from its weblog's home page
     (``html/t1-1.html``, rows 'CASA Version' and 'Pipeline Version' of the reference's

@@ -183,7 +183,11 @@ def run(casa, workspace: Path, working: Path, p: ExportParams, warn, versions: d
     calibration, imaging = context.find_mses(working, [] if p.exportmses else p.vis)
     all_ms = calibration + imaging
     run_record = _read_run_record(working, warn)
-    sessions = context.assign_sessions(calibration + imaging, p.session, run_record, warn)
+    # exportmses: every MS of the run in the context's order (observing_run.measurement_sets)
+    order = {m.name: i for i, m in enumerate(run_record.mses)} if run_record is not None else {}
+    every = sorted(all_ms, key=lambda v: order.get(v, len(order)))
+    assigned = context.session_lists(calibration, imaging, every, p.session, run_record, warn)
+    sessions = assigned.merged
     calls = context.parse_applycal_calls(working / "casa_commands.log")
     dir_images = context.find_images(working, warn)         # also warns about unmatched names
     if run_record is not None:
@@ -227,7 +231,7 @@ def run(casa, workspace: Path, working: Path, p: ExportParams, warn, versions: d
         # 5. restore script
         if p.exportcalprods:
             name = pname("casa_piperestorescript.py")
-            (staging / name).write_text(restore_script(calibration, [sessions[v] for v in calibration]))
+            (staging / name).write_text(restore_script(calibration, assigned.restore))
             ex.names["casa_piperestorescript"] = record(name, "casa_piperestorescript")
         # 6. final MSs
         if p.exportmses and not p.imaging_products_only:
@@ -252,10 +256,10 @@ def run(casa, workspace: Path, working: Path, p: ExportParams, warn, versions: d
                     ex.per_ms[vis]["applycmds"] = "Undefined"
             ex.caltables = _session_caltables(working, staging, oussid, calibration, sessions, calls, "caltables",
                                               record)
-        # 10-11. FITS images
-        if not p.imaging_products_only:
-            _export_images(casa, working, staging, oussid, "calibrator", calimages_explicit,
-                           context.select_images(cal_items, intents), ex, record)
+        # 10-11. FITS images: the calibrator images in every mode, as the reference's
+        # unconditional _export_images (with imaging_products_only they are listed at OUS level)
+        _export_images(casa, working, staging, oussid, "calibrator", calimages_explicit,
+                       context.select_images(cal_items, intents), ex, record)
         _export_images(casa, working, staging, oussid, "target", targetimages_explicit,
                        context.select_images(sci_items, ["TARGET"]), ex, record)
         # 13-14. aux caltables and apply lists of the imaging MSs
@@ -292,7 +296,7 @@ def run(casa, workspace: Path, working: Path, p: ExportParams, warn, versions: d
             ebs = context.ordered_unique(e for e in (context.execblock_uid(casa, working / v) for v in all_ms) if e)
         casa_version, pipeline_version = context.run_versions(weblog)
         report = aqua.build(ppr, run_record, ebs, qa_record, casa_version or versions.get("casatools", "N/A"),
-                            pipeline_version or "Undefined")
+                            pipeline_version or "Undefined", warn=warn)
         (staging / aqua_name).write_bytes(aqua.to_bytes(report))
         ex.names["aqua_report"] = record(aqua_name, "pipeline_aquareport")
         if weblog:
@@ -305,7 +309,8 @@ def run(casa, workspace: Path, working: Path, p: ExportParams, warn, versions: d
         # 12/18. the manifest, last
         manifest_name = f"{prefix}.pipeline_manifest.xml"
         _manifest(ppr, prefix, oussid, recipe, casa_version or versions.get("casatools", "N/A"),
-                  pipeline_version or "Undefined", ex, calibration, imaging, sessions, p).write(
+                  pipeline_version or "Undefined", ex, calibration, imaging, sessions, p,
+                  exportmses_sessions=assigned.every, every=every).write(
             staging / manifest_name)
         ex.names["manifest"] = record(manifest_name, "pipeline_manifest")
         replace_dir(staging, products)
@@ -355,21 +360,26 @@ def _export_images(casa, working, staging, oussid, imtype, explicit, selected, e
 
 
 def _aux_members(working: Path, p: ExportParams, has_imaging: bool, run_record) -> list[tuple[Path, str]]:
-    """auxproducts.tgz members, as the reference's ``_do_if_auxiliary_products`` adds them:
-    flux.csv and antenna positions (not with imaging_products_only), cont.dat, flagging templates,
-    timetracker reports, the context's selfcal restore resources and hif_findroi products tar."""
-    patterns = []
-    if not p.imaging_products_only:
-        patterns += ["flux.csv", "antennapos.csv", "*.antennapos.json"]
-    patterns += ["cont.dat"]
+    """auxproducts.tgz members, in the order the reference's ``_do_if_auxiliary_products`` adds
+    them: flux.csv (not with imaging_products_only); the per-MS ``*.antennapos.json`` (PIPE-51,
+    in every mode), or, only when there is none, antennapos.csv (not with
+    imaging_products_only); cont.dat; the flagging templates; the timetracker reports; the
+    context's selfcal restore resources and hif_findroi products tar."""
+
+    def files(pattern: str) -> list[tuple[Path, str]]:
+        return [(f, f.name) for f in context.glob_any(working, [pattern]) if f.is_file()]
+
+    out = [] if p.imaging_products_only else files("flux.csv")
+    antpos_json = files("*.antennapos.json")
+    out += antpos_json or ([] if p.imaging_products_only else files("antennapos.csv"))
+    out += files("cont.dat")
     if p.imaging_products_only:
-        patterns.append("*.flagtargetstemplate.txt")
+        out += files("*.flagtargetstemplate.txt")
     elif not has_imaging:
-        patterns += ["*.flagtemplate.txt", "*.flagtsystemplate.txt"]
+        out += files("*.flagtemplate.txt") + files("*.flagtsystemplate.txt")
     else:
-        patterns.append("*.flag*template.txt")
-    patterns.append("*.timetracker.json")
-    out = [(f, f.name) for f in context.glob_any(working, patterns) if f.is_file()]
+        out += files("*.flag*template.txt")
+    out += files("*.timetracker.json")
     if run_record is not None:
         resources = list(run_record.selfcal_resources)
         resources += [r for r in run_record.findroi_resources if Path(r).name.endswith("findroi_products.tar")]
@@ -409,17 +419,23 @@ def _qa_scores(staging: Path, ex: Exported, p: ExportParams, have_ppr: bool, hav
             scores.append(score(sum(vals) / len(vals) if vals else 0.0, what))
         vals = [exists(n) for n in ex.caltables.values()]
         scores.append(score(sum(vals) / len(vals) if vals else 0.0, "caltables"))
-    scores.append(score(1.0 if ex.images else 0.0, "images"))
+    # the reference's score_images_exist: none in exportmses mode; with imaging_products_only only
+    # the target images count
+    if not p.exportmses:
+        counted = [i for i in ex.images if i[1] == "target" or not p.imaging_products_only]
+        scores.append(score(1.0 if counted else 0.0, "target images" if p.imaging_products_only else "images"))
     if all(s["score"] == 1.0 for s in scores):
         scores.insert(0, {**score(1.0, "all products"), "reason": "All expected pipeline products have been exported"})
     return scores
 
 
 def _manifest(ppr, prefix, oussid, recipe, casa_version, pipeline_version, ex: Exported, calibration, imaging,
-              sessions, p) -> PipelineManifest:
+              sessions, p, exportmses_sessions: dict | None = None, every: list | None = None) -> PipelineManifest:
     """The manifest in the reference's element order (``ExportData._make_pipe_manifest``, then
     ``_export_pipe_manifest`` adds ``manifest``, then ``ALMAExportData._add_to_manifest`` adds
-    ``aqua_report``, ``aux_products_file`` and the imaging MSs' aux caltables per session)."""
+    ``aqua_report``, ``aux_products_file`` and the imaging MSs' aux caltables per session).
+    ``sessions``: vis -> session of the calibration and imaging MSs (each list matched on its
+    own); ``exportmses_sessions``/``every``: the sessions and order of every MS (exportmses)."""
     m = PipelineManifest(oussid)
     package = recipe or "Undefined"
     m.add("casaversion", name=casa_version)
@@ -433,13 +449,17 @@ def _manifest(ppr, prefix, oussid, recipe, casa_version, pipeline_version, ex: E
     # sessions of the calibration MSs: none with imaging_products_only (the reference's empty sessiondict)
     session_els = {}
     if not p.imaging_products_only and (p.exportcalprods or p.exportmses):
-        vises = calibration if p.exportcalprods else calibration + imaging
-        for sess in context.ordered_unique(sessions[v] for v in vises):
+        if p.exportcalprods:
+            vises, ms_sessions = calibration, sessions
+        else:
+            vises = every if every is not None else calibration + imaging
+            ms_sessions = exportmses_sessions if exportmses_sessions is not None else sessions
+        for sess in context.ordered_unique(ms_sessions[v] for v in vises):
             s_el = session_els[sess] = m.add("session", name=sess)
             if p.exportcalprods:
                 m.add("caltables", parent=s_el, name=ex.caltables.get(sess, "Undefined"), ous_name="N/A",
                       level="member", session=sess, package=package, datatype="caltables", format="tgz")
-            for vis in (v for v in vises if sessions[v] == sess):
+            for vis in (v for v in vises if ms_sessions[v] == sess):
                 d = ex.per_ms.get(vis, {})
                 a_el = m.add("asdm", parent=s_el, name=vis, datatype="asdm", format="sdm")
                 if "finalms" in d:

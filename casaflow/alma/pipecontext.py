@@ -86,7 +86,8 @@ class RunRecord:
     selfcal_resources: list = field(default_factory=list)
     findroi_resources: list = field(default_factory=list)
     stages: list = field(default_factory=list)          # dicts, see _stage()
-    flux_measurements: list = field(default_factory=list)   # hifa_importdata
+    flux_measurements: list = field(default_factory=list)   # hifa_importdata, all stages
+    importdata: list = field(default_factory=list)          # [(stage number, rows)] per hifa_importdata
     gfluxscale: list = field(default_factory=list)          # [(stage number, score, rows)]
     sensitivity_stages: list = field(default_factory=list)  # [(name, number, score, [dict])]
 
@@ -255,10 +256,13 @@ def _result(rec: RunRecord, result, basename: str) -> None:
                        "representative": representative, "scores": [s for s in pool if not s["hidden"]]})
     members = items(result) if is_list(result) else [result]
     if task.startswith("hifa_importdata("):
+        rows = []
         for r in members:
             setjy = items(attr(r, "setjy_results", []))
             if setjy:
-                rec.flux_measurements += _flux_rows(rec, r, attr(setjy[0], "measurements", {}), importdata=True)
+                rows += _flux_rows(rec, r, attr(setjy[0], "measurements", {}), importdata=True)
+        rec.importdata.append((number_, rows))
+        rec.flux_measurements += rows
     if task.startswith("hifa_gfluxscale("):
         rows = []
         for r in members:

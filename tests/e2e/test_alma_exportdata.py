@@ -192,17 +192,17 @@ def test_aqua_report_holds_the_contexts_stages_scores_and_fluxes(dag_run, alma_t
         rep = st.find("RepresentativeScore").get("Score")
         assert rep == (str(min(subs)) if subs else "None")
     assert [t.tag for t in aqua.find("QaPerTopic")] == ["Dataset", "Flagging", "Calibration", "Imaging"]
-    flux = aqua.findall("QaPerTopic/Calibration/FluxMeasurements/FluxMeasurements/FluxMeasurement")
+    flux = aqua.findall("QaPerTopic/Calibration/FluxMeasurements/FluxMeasurement")
     assert [(f.get("Asdm"), int(f.get("MsSpwId")), float(f.get("FluxJy"))) for f in flux] == [
         (g["asdm"], g["spw"], round(g["flux_jy"], 6)) for g in truth["gfluxscale"]]
     assert all(abs(float(f.get("FluxJy")) - 0.8) < 0.05 for f in flux)   # the sky: 0.8 Jy at 100 GHz
     # one ImageSensitivities per hif_makeimages stage, and the imageprecheck's estimates in Dataset
-    per_stage = aqua.findall("QaPerTopic/Imaging/ImageSensitivity/ImageSensitivities")
+    per_stage = aqua.findall("QaPerTopic/Imaging/ImageSensitivities")
     assert [p.get("StageNumber") for p in per_stage] == [s.get("Number") for s in stages
                                                          if s.get("Name") == "hif_makeimages"]
-    sens = aqua.findall("QaPerTopic/Imaging/ImageSensitivity/ImageSensitivities/Sensitivity")
+    sens = aqua.findall("QaPerTopic/Imaging/ImageSensitivities/Sensitivity")
     assert len(sens) == 6 and all(s.get("ImageName").endswith(".image.pbcor") for s in sens)
-    assert aqua.findall("QaPerTopic/Dataset/ImageSensitivity/SensitivityEstimates/Sensitivity")
+    assert aqua.findall("QaPerTopic/Dataset/SensitivityEstimates/Sensitivity")
     # ... and it is inside the weblog tarball where the weblog links it: html/pipeline_aquareport.xml
     with tarfile.open(products / f"{PREFIX}.weblog.tgz") as tar:
         names = tar.getnames()
@@ -279,7 +279,8 @@ def test_rerun_gives_identical_products(base_dir, alma_tiny):
     ({"calintents": "PHASE"}, {"_ph"}, True),
     ({"calintents": "*BAND*"}, {"_bp"}, True),
     ({"calintents": "PHASE,BANDPASS"}, {"_ph", "_bp"}, True),
-    ({"imaging_products_only": True}, set(), False),
+    # the reference exports the calibrator images in every mode (_export_images is unconditional)
+    ({"imaging_products_only": True}, {"_ph", "_bp", "_flux", "_pol", "_chk"}, False),
     ({"calintents": "POL*"}, {"_pol", "_pang", "_plk"}, True),
     ({"exportmses": True, "vis": ["uid___A002_Xf00d12_X1a2b.ms"]},                           # vis ignored
      {"_ph", "_bp", "_flux", "_pol", "_chk"}, False),
@@ -308,6 +309,23 @@ def test_selection_parameters(base_dir, alma_tiny, params, cal_types, has_calpro
     manifest = xmlsafe.parse_file(products / f"{PREFIX}.pipeline_manifest.xml")
     listed = {el.get("name") for el in manifest.iter("image")}
     assert listed == set(fits_names(products))
+
+
+def test_session_parameter_matched_against_each_list_on_its_own(base_dir, alma_tiny):
+    """``session`` is matched by position against the calibration MSs and, separately, against
+    the imaging MSs (ExportData._make_lists / _get_sessions); the restore script gets it verbatim."""
+    truth = alma_tiny["truth"]
+    proc, ws = export(base_dir, alma_tiny, "sessions", session=["sX", "sY", "sZ"])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    products = ws / "products"
+    root = xmlsafe.parse_file(products / f"{PREFIX}.pipeline_manifest.xml")
+    got = {s.get("name"): [a.get("name") for a in s.findall("asdm")] for s in root.find("ous").findall("session")}
+    assert got == {"sX": [truth["vis"][0]], "sY": [truth["vis"][1]]}
+    assert {f"{OUS}.sX.caltables.tgz", f"{OUS}.sY.caltables.tgz"} <= {p.name for p in products.iterdir()}
+    restore = (products / f"{PREFIX}.casa_piperestorescript.py").read_text()
+    assert "session=['sX', 'sY', 'sZ'], ocorr_mode='ca')" in restore
+    sessions = json.loads((ws / "results" / "alma-exportdata.json").read_text())["outputs"]["sessions"]
+    assert [sessions[v] for v in truth["targets_ms"]] == ["sX", "sY"][:len(truth["targets_ms"])]
 
 
 def test_explicit_image_lists(base_dir, alma_tiny):

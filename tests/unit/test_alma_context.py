@@ -214,3 +214,35 @@ def test_numpy_and_datetime_values_are_real(tmp_path):
                          "s": np.float64(2.5)}, protocol=pickle.HIGHEST_PROTOCOL)
     out = picklesafe.loads(data, "x")
     assert np.array_equal(out["a"], [0.0, 1.0, 2.0]) and out["t"].year == 2026 and float(out["s"]) == 2.5
+
+
+# -- sessions per filtered list (ExportData._make_lists / _get_sessions, each list on its own) --------
+CAL = ["uid___A002_X1_X2.ms", "uid___A002_X1_X3.ms"]
+IMG = ["uid___A002_X1_X2_targets.ms", "uid___A002_X1_X3_targets.ms"]
+
+
+def test_a_session_parameter_is_matched_by_position_against_each_list_on_its_own():
+    s = context.session_lists(CAL, IMG, CAL + IMG, ["sA", "sB"], None, lambda m: None)
+    assert s.calibration == {CAL[0]: "sA", CAL[1]: "sB"}
+    # the imaging MSs are matched from the start of the list again, not after the calibration MSs
+    assert s.imaging == {IMG[0]: "sA", IMG[1]: "sB"}
+    # exportmses matches the one list of every MS: beyond the parameter's end, its last session
+    assert s.every == {CAL[0]: "sA", CAL[1]: "sB", IMG[0]: "sB", IMG[1]: "sB"}
+    assert s.merged == {CAL[0]: "sA", CAL[1]: "sB", IMG[0]: "sA", IMG[1]: "sB"}
+
+
+@pytest.mark.parametrize("given", [["s1"], ["s1", "s2", "s3"]])
+def test_the_restore_script_gets_the_session_parameter_verbatim(given):
+    s = context.session_lists(CAL, [], CAL, given, None, lambda m: None)
+    assert s.restore == given
+    assert s.calibration == {CAL[0]: "s1", CAL[1]: "s1" if len(given) == 1 else "s2"}
+
+
+def test_without_a_parameter_the_restore_script_gets_the_contexts_sessions_and_one_warning(tmp_path):
+    rec = pipecontext.read(tmp_path, _context(tmp_path, session="session_3"))
+    warnings = []
+    s = context.session_lists(["uid___A002_X1_X2.ms"], [], ["uid___A002_X1_X2.ms"], [], rec, warnings.append)
+    assert s.restore == ["session_3"] and not warnings
+    s = context.session_lists(CAL, IMG, CAL + IMG, [], None, warnings.append)
+    assert s.restore == ["session_1", "session_1"]
+    assert len(warnings) == 1 and "no pipeline context" in warnings[0]     # once, not once per list

@@ -157,3 +157,61 @@ def test_products_dir_must_be_inside_the_workspace(tmp_path, products_dir):
 
     with pytest.raises(InputError, match="inside the workspace"):
         validate_products_dir(tmp_path, products_dir)
+
+
+# -- auxproducts members and the export's QA (exportdata._aux_members, _qa_scores) ---------------
+def _working(tmp_path, names):
+    for n in names:
+        (tmp_path / n).write_text(n)
+    return tmp_path
+
+
+AUX = ["flux.csv", "antennapos.csv", "b.ms.antennapos.json", "a.ms.antennapos.json", "cont.dat",
+       "a.ms.flagtemplate.txt", "a.ms.flagtsystemplate.txt", "a_targets.ms.flagtargetstemplate.txt",
+       "pipeline.timetracker.json"]
+
+
+@pytest.mark.parametrize("imaging_only, has_imaging, expected", [
+    # the reference's order: flux, antenna positions (the json files, else the csv), cont.dat,
+    # flag templates, timetracker
+    (False, False, ["flux.csv", "a.ms.antennapos.json", "b.ms.antennapos.json", "cont.dat", "a.ms.flagtemplate.txt",
+                    "a.ms.flagtsystemplate.txt", "pipeline.timetracker.json"]),
+    (False, True, ["flux.csv", "a.ms.antennapos.json", "b.ms.antennapos.json", "cont.dat",
+                   "a.ms.flagtemplate.txt", "a.ms.flagtsystemplate.txt", "a_targets.ms.flagtargetstemplate.txt",
+                   "pipeline.timetracker.json"]),
+    # imaging_products_only: no flux.csv and no antennapos.csv, but the json files (PIPE-51) stay
+    (True, True, ["a.ms.antennapos.json", "b.ms.antennapos.json", "cont.dat", "a_targets.ms.flagtargetstemplate.txt",
+                  "pipeline.timetracker.json"]),
+])
+def test_aux_members_in_the_reference_order(tmp_path, imaging_only, has_imaging, expected):
+    from casaflow.alma import exportdata
+
+    working = _working(tmp_path, AUX)
+    p = exportdata.ExportParams(imaging_products_only=imaging_only)
+    assert [n for _, n in exportdata._aux_members(working, p, has_imaging, None)] == expected
+
+
+def test_antennapos_csv_only_without_json_files(tmp_path):
+    from casaflow.alma import exportdata
+
+    working = _working(tmp_path, ["antennapos.csv", "cont.dat"])
+    assert [n for _, n in exportdata._aux_members(working, exportdata.ExportParams(), False, None)] == [
+        "antennapos.csv", "cont.dat"]
+    only = exportdata.ExportParams(imaging_products_only=True)
+    assert [n for _, n in exportdata._aux_members(working, only, False, None)] == ["cont.dat"]
+
+
+@pytest.mark.parametrize("params, images, expected", [
+    ({}, [("c.fits", "calibrator")], ("images", 1.0)),
+    ({"imaging_products_only": True}, [("c.fits", "calibrator")], ("target images", 0.0)),
+    ({"imaging_products_only": True}, [("c.fits", "calibrator"), ("t.fits", "target")], ("target images", 1.0)),
+    ({"exportmses": True}, [], None),          # no image check in exportmses mode
+])
+def test_the_image_score_as_the_reference_counts(tmp_path, params, images, expected):
+    from casaflow.alma import exportdata
+
+    ex = exportdata.Exported()
+    ex.images = [(n, t, {}) for n, t in images]
+    scores = exportdata._qa_scores(tmp_path, ex, exportdata.ExportParams(**params), False, True)
+    got = [(s["reason"].rsplit(" ", 1)[0], s["score"]) for s in scores if "images" in s["reason"]]
+    assert got == ([] if expected is None else [expected])
