@@ -297,7 +297,7 @@ def planes(ctx, plane_reject):
     n_rej = sum(not k for k in keep)
     if records:
         ctx.qa(len(records) and (len(records) - n_rej) / len(records),
-               f"{n_rej} of {len(records)} imaged planes {'is' if n_rej == 1 else 'are'} rejected.")
+               pl.rejection_message(n_rej, len(records)))
     for t in failed:
         ctx.qa(pl.FAILED_PLANE_SCORE, f"Cleaning failure for field {t['field']}, intent TARGET, specmode cont, "
                                       f"spw {t['spw']}. {t['failure']}")

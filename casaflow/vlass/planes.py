@@ -71,6 +71,12 @@ def unflagged_bandwidth(casa, vis: str, group: str) -> float:
         msmd.close()
 
 
+def rejection_message(rejected: int, imaged: int) -> str:
+    """The QA message of the post-imaging rejection, worded as the reference words it
+    (hif/tasks/makeimages/qa.py: 'are' only for more than one rejected plane)."""
+    return f"{rejected} of {imaged} imaged planes {'are' if rejected > 1 else 'is'} rejected."
+
+
 def reject(planes: list[dict], cfg: dict) -> tuple[int | None, list[bool], list[float]]:
     """Plane keep flags: beam within (1 +/- beamdev) of the nu^-1 scaling of the median plane, and
     flag fraction below the threshold; or an excluded spw; or rejection off."""

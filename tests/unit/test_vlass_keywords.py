@@ -8,7 +8,7 @@ import pytest
 from astropy.io import fits
 
 from casaflow.vlass import export, fitsheader
-from casaflow.vlass.planes import image_type
+from casaflow.vlass.planes import image_type, rejection_message
 
 R = "s7_0.VLASS2.2.se.T23t09.J232327+502432.v1.spw2.IQUV.iter3"
 
@@ -72,3 +72,13 @@ def test_manifest_names_the_ous(tmp_path):
         assert el.get("ous") == "uid___A001_X1_X2"
     assert [c.tag for c in ous] == ["casaversion", "pipeline_version", "procedure_name", "weblog", "casa_cmdlog",
                                     "image", "parameter_list"]
+
+
+@pytest.mark.parametrize("rejected, imaged, text", [
+    # the reference's wording (hif/tasks/makeimages/qa.py): 'are' only for more than one plane
+    (0, 4, "0 of 4 imaged planes is rejected."),
+    (1, 4, "1 of 4 imaged planes is rejected."),
+    (3, 4, "3 of 4 imaged planes are rejected."),
+])
+def test_rejection_message_worded_as_the_reference(rejected, imaged, text):
+    assert rejection_message(rejected, imaged) == text
