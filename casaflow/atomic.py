@@ -14,15 +14,37 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import uuid
 from pathlib import Path
 from typing import Iterator
+
+
+_TEMP = re.compile(r"\..+\.[0-9a-f]{12}\.tmp")
 
 
 def temp_name(dest: Path) -> Path:
     """A unique hidden temporary path beside ``dest``."""
     dest = Path(dest)
     return dest.with_name(f".{dest.name}.{uuid.uuid4().hex[:12]}.tmp")
+
+
+def is_temp_name(name: str) -> bool:
+    """Whether ``name`` is one of :func:`temp_name`'s temporaries."""
+    return bool(_TEMP.fullmatch(name))
+
+
+def remove_stale_temps(directory) -> list[Path]:
+    """Remove the temporaries an earlier, killed writer left in ``directory`` (not below it).
+    Only for a directory the caller alone writes (a stage's own output directory, at its start)."""
+    directory = Path(directory)
+    gone = []
+    if directory.is_dir():
+        for p in directory.iterdir():
+            if is_temp_name(p.name) and p.is_file() and not p.is_symlink():
+                p.unlink(missing_ok=True)
+                gone.append(p)
+    return gone
 
 
 def _fsync_path(path: Path, directory: bool = False) -> None:

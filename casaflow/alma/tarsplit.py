@@ -25,7 +25,7 @@ from pathlib import Path
 
 from .. import safetar
 from ..archive import iter_tree, normalise, tar_writer
-from ..atomic import atomic_open, write_text
+from ..atomic import atomic_open, remove_stale_temps, write_text
 from ..errors import InputError
 
 BLOCK = 512
@@ -145,6 +145,7 @@ def split(package: Path, outdir: Path, limit, date: str, project: str | None = N
     chunks = plan(package, limit)
     names = chunk_names(project, date, len(chunks))
     outdir.mkdir(parents=True, exist_ok=True)
+    remove_stale_temps(outdir)    # a killed try's half-written chunk (its own temporary name)
     stale = set(outdir.glob(f"{project}_{date.replace('-', '_')}_*_of_*.tar")) - {outdir / n for n in names}
     sums = []
     for name, entries in zip(names, chunks):

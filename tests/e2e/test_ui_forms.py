@@ -218,10 +218,13 @@ def test_form_triggers_with_only_the_required_inputs(rt, page, artifacts, dag_id
         from hooks.delivery import parse_manifest
 
         head, _ = parse_manifest(manifest.read_bytes())
-        # The parameters given (and defaults) are recorded; the optional ones left empty are not.
+        # Every Param of the run is recorded: those given, the defaults, and the optional ones left
+        # empty as null (the run's full provenance, issue 19).
         assert head["parameters"]["input"] == filled["input"]
         assert head["parameters"]["execution_mode"] == "default"
-        assert not {"dataset_id", "products_destination", "fail_with", "request_fingerprint"} & set(head["parameters"])
+        assert set(head["parameters"]) == set(params)
+        for name in ("dataset_id", "products_destination", "fail_with", "request_fingerprint"):
+            assert head["parameters"][name] is None, (name, head["parameters"][name])
 
 
 def test_invalid_input_is_refused_in_the_form(rt, page, artifacts):

@@ -219,3 +219,19 @@ def test_two_writers_never_share_a_temporary_file(tmp_path):
         b.write(b"B" * 10)
     assert dest.read_bytes() in (b"A" * 100, b"B" * 10)
 
+
+
+def test_a_killed_writers_temporary_is_removed_and_nothing_else(tmp_path):
+    from casaflow import atomic
+
+    dest = tmp_path / "chunk_001.tar"
+    left = atomic.temp_name(dest)
+    left.write_bytes(b"half")                          # what a SIGKILLed atomic write leaves
+    keep = [tmp_path / ".hidden", tmp_path / ".chunk_001.tar.tmp", tmp_path / "chunk_001.tar"]
+    for p in keep:
+        p.write_bytes(b"x")
+    (tmp_path / "sub").mkdir()
+    inner = atomic.temp_name(tmp_path / "sub" / "f")
+    inner.write_bytes(b"x")
+    assert atomic.remove_stale_temps(tmp_path) == [left]
+    assert all(p.exists() for p in keep) and inner.exists() and not left.exists()
