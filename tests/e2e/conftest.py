@@ -28,12 +28,13 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def embedded_runtime(home: Path, dag_ids=(), unpause: bool = True):
+def embedded_runtime(home: Path, dag_ids=(), unpause: bool = True, extra_dags: Path | None = None):
     """The embedded runtime (casaflow_ops/runtime.py) started in ``home`` on a free port, with
-    ``dag_ids`` parsed (and unpaused); stopped on exit. Yields (runtime, REST client)."""
+    ``dag_ids`` parsed (and unpaused), and ``extra_dags`` (a DAG folder, e.g. tests/dags) parsed
+    beside dags/; stopped on exit. Yields (runtime, REST client)."""
     from casaflow_ops import runtime
 
-    r = runtime.create(home=home, port=free_port())
+    r = runtime.create(home=home, port=free_port(), extra_dags=extra_dags)
     try:
         r.up()
         api = runtime.Api(r)

@@ -67,3 +67,25 @@ def wait_for(what: str, fn, timeout: float = 240.0, every: float = 2.0):
 def wait_run_done(api, dag_id: str, run_id: str, timeout: float = 240.0) -> str:
     return wait_for(f"{dag_id} {run_id} finished",
                     lambda: (s if (s := run_state(api, dag_id, run_id)) in ("success", "failed") else None), timeout)
+
+
+def wait_for_review(api, dag_id: str, run_id: str, timeout: float = 240.0, settle: float = 8.0) -> dict:
+    """The run's QA review request (its HITL detail) once the qa_review task is parked waiting.
+
+    Then ``settle`` seconds more: in Airflow 3.3.2 the task process that parked the task exits and
+    the LocalExecutor reports that ~2 s later; a response that re-queues the task before the
+    scheduler has processed that report makes it see a 'queued' task whose process "succeeded"
+    and fail it (observed, test_qa_review.py). A person never answers that fast; a test does."""
+    path = f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances/qa_review/-1/hitlDetails"
+
+    def parked():
+        states = task_states(api, dag_id, run_id)
+        if states.get("qa_review") in ("awaiting_input", "deferred"):
+            status, body = api.get(path)
+            return body if status == 200 else None
+        assert states.get("qa_review") not in ("success", "failed", "upstream_failed"), states
+        assert "failed" not in states.values(), states
+        return None
+    detail = wait_for(f"{dag_id} {run_id} waiting for review", parked, timeout=timeout, every=3.0)
+    time.sleep(settle)
+    return detail

@@ -2,9 +2,13 @@
 against the embedded runtime's UI. Log in, open each DAG's trigger form, check that only the real
 inputs are required (the Trigger button is disabled until they are filled), fill just those,
 trigger, and see the run start (the UI opens the run; the REST API has it, with the form's conf).
-Invalid input is refused in the form with the field named, and no run is created.
+Invalid input is refused in the form with the field named, and no run is created. And a QA review
+(tests/dags/casaflow_test_review, qa_review=required) answered where a reviewer answers it: the
+Required Actions page lists the waiting review, its page shows the request (score, weblog), the
+reviewer types a reason and clicks Approve, and the run goes on to deliver.
 
-A screenshot of each form (each section opened in turn) is saved under $CASAFLOW_TEST_ARTIFACTS/ui_forms,
+A screenshot of each form (each section opened in turn), and of the review's list and page before
+and after the answer, is saved under $CASAFLOW_TEST_ARTIFACTS/ui_forms,
 by default .casaflow/test-artifacts/ui_forms in the repository (replaced by each run).
 
 Needs: `apt-get install -y chromium` (or $CASAFLOW_CHROMIUM pointing at a Chromium binary) and the
@@ -26,6 +30,7 @@ import pytest
 
 from ..conftest import REPO
 from .conftest import embedded_runtime
+from .runtime_helpers import TEST_DAGS, task_states, trigger, wait_for_review, wait_run_done
 
 pytestmark = [pytest.mark.e2e, pytest.mark.runtime, pytest.mark.browser]
 
@@ -75,14 +80,15 @@ def artifacts(request) -> Path:
 @pytest.fixture(scope="module")
 def rt(tmp_path_factory):
     """The embedded runtime with an empty deployment catalog (so reprocess_catalog's runs, manual
-    and scheduled, succeed with nothing to do). DAGs stay paused: the form unpauses on trigger."""
+    and scheduled, succeed with nothing to do), and the tests' DAGs (the review test's). DAGs stay
+    paused: the form unpauses on trigger."""
     work = tmp_path_factory.mktemp("ui")
     catalog = work / "catalog.json"
     catalog.write_text(json.dumps({"catalog_version": 1, "datasets": []}))
     saved = os.environ.get("CASAFLOW_CATALOG")
     os.environ["CASAFLOW_CATALOG"] = str(catalog)           # read by runtime.env() at start-up
     try:
-        with embedded_runtime(work / "runtime", WORKFLOWS, unpause=False) as (r, api):
+        with embedded_runtime(work / "runtime", WORKFLOWS, unpause=False, extra_dags=TEST_DAGS) as (r, api):
             yield r, api, work
     finally:
         if saved is None:
@@ -244,3 +250,54 @@ def test_invalid_input_is_refused_in_the_form(rt, page, artifacts):
     field_root = dialog.locator("#element_input").locator("xpath=ancestor::*[@data-part='root'][1]")
     expect(field_root).to_contain_text("This field is required")
     expect(dialog.get_by_role("button", name="Trigger")).to_be_disabled()
+
+
+REVIEW_DAG, REVIEW_RUN = "casaflow_test_review", "ui-review"
+
+
+def test_review_approved_on_the_required_actions_page(rt, page, artifacts):
+    r, api, _ = rt
+    api.wait_for_dag(REVIEW_DAG, timeout=180)
+    assert api.patch(f"/api/v2/dags/{REVIEW_DAG}", {"is_paused": False})[0] == 200
+    trigger(api, REVIEW_DAG, REVIEW_RUN, {"qa_review": "required", "qa_score": 0.5, "dataset_id": REVIEW_RUN})
+    detail = wait_for_review(api, REVIEW_DAG, REVIEW_RUN, timeout=300)
+    assert detail["subject"] == f"QA review: {REVIEW_DAG} {REVIEW_RUN}: score 0.50"
+
+    # The Required Actions page (Browse menu) lists the pending review by its subject.
+    page.goto(f"{r.url}/required_actions")
+    link = page.get_by_role("link", name=detail["subject"])
+    expect(link).to_be_visible(timeout=TIMEOUT_MS)
+    page.screenshot(path=str(artifacts / "required_actions.0-list.png"))
+    link.click()
+    page.wait_for_url(f"**/dags/{REVIEW_DAG}/runs/{REVIEW_RUN}/tasks/qa_review/required_actions")
+
+    # The request as the reviewer sees it: the body's Markdown rendered, the reason field, the options.
+    expect(page.get_by_text("Run QA score:")).to_be_visible(timeout=TIMEOUT_MS)
+    expect(page.get_by_text("0.50", exact=True).first).to_be_visible()
+    weblog = str(Path(r.home) / "workspaces" / REVIEW_DAG / REVIEW_RUN / "weblog" / "index.html")
+    expect(page.get_by_text(weblog).first).to_be_visible()
+    approve, reject = page.get_by_test_id("hitl-option-Approve"), page.get_by_test_id("hitl-option-Reject")
+    expect(approve).to_be_enabled()
+    expect(reject).to_be_enabled()
+    assert task_states(api, REVIEW_DAG, REVIEW_RUN)["push"] is None       # nothing delivered yet
+    reason = page.locator("#element_reason")
+    reason.fill("looked at it in the browser")
+    page.screenshot(path=str(artifacts / "required_actions.1-review.png"))
+    approve.click()
+
+    # The page shows the response; the run goes on and delivers.
+    expect(page.get_by_text("Response received at")).to_contain_text(f"from {r.user}", timeout=TIMEOUT_MS)
+    page.screenshot(path=str(artifacts / "required_actions.2-answered.png"))
+    assert wait_run_done(api, REVIEW_DAG, REVIEW_RUN, timeout=300) == "success"
+    page.reload()                                   # the task's page once the run has gone on
+    expect(page.get_by_text("Response received at")).to_be_visible(timeout=TIMEOUT_MS)
+    page.screenshot(path=str(artifacts / "required_actions.3-delivered.png"))
+    assert task_states(api, REVIEW_DAG, REVIEW_RUN)["push"] == "success"
+    status, answered = api.get(f"/api/v2/dags/{REVIEW_DAG}/dagRuns/{REVIEW_RUN}/taskInstances/qa_review/-1/hitlDetails")
+    assert status == 200, answered
+    assert answered["chosen_options"] == ["Approve"] and answered["responded_by_user"]["name"] == r.user
+    assert answered["params_input"]["reason"] == "looked at it in the browser"
+    rec = json.loads((Path(r.home) / "workspaces" / REVIEW_DAG / REVIEW_RUN / "results" / "qa-review.json").read_text())
+    assert rec["outputs"]["decision"] == "approved" and rec["outputs"]["reviewer"] == r.user
+    assert rec["outputs"]["reason"] == "looked at it in the browser"
+    assert (Path(r.products) / REVIEW_RUN / "delivery_manifest.xml").is_file()
