@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from airflow.sdk import DAG, task
 
-from operators.assets import delivery_alias, emit_delivery
+from operators.assets import emit_delivery, push_task_assets
 from operators.casa_stage import CasaStageOperator
 from operators.params import optional, required, setting
 from operators.qa_review import QAReviewOperator, qa_review_params
@@ -91,7 +91,7 @@ with DAG(
     weblog = CasaStageOperator(task_id="weblog", stage="run-weblog", trigger_rule="all_done",
                                stage_params={"title": "ALMA exportdata {{ run_id }}"})
 
-    @task(outlets=[delivery_alias("alma_exportdata")])
+    @task(**push_task_assets("alma_exportdata"))
     def push(**context) -> dict:
         """Push the products directory and casaflow's weblog of the run; the delivery manifest goes last."""
         result = context["ti"].xcom_pull(task_ids="exportdata")

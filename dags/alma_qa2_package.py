@@ -16,7 +16,7 @@ from pathlib import Path
 import pendulum
 from airflow.sdk import DAG, task
 
-from operators.assets import delivery_alias, emit_delivery
+from operators.assets import emit_delivery, push_task_assets
 from operators.casa_stage import CasaStageOperator
 from operators.params import choice, optional, required, setting
 from operators.qa_review import QAReviewOperator, qa_review_params
@@ -115,7 +115,7 @@ with DAG(
     weblog = CasaStageOperator(task_id="weblog", stage="run-weblog", trigger_rule="all_done",
                                stage_params={"title": "ALMA QA2 package {{ params.project_code }} {{ run_id }}"})
 
-    @task(outlets=[delivery_alias("alma_qa2_package")])
+    @task(**push_task_assets("alma_qa2_package"))
     def push(**context) -> dict:
         """Push the transfer chunks, their checksums and the ticket files; the delivery manifest last."""
         params = context["params"]

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from airflow.sdk import DAG, task
 
-from operators.assets import delivery_alias, emit_delivery
+from operators.assets import emit_delivery, push_task_assets
 from operators.casa_stage import CasaStageOperator
 from operators.params import choice, required, setting
 from operators.settings import settings
@@ -56,7 +56,7 @@ with DAG(
     noop = CasaStageOperator(task_id="noop", stage="noop",
                              stage_params={"sleep": "{{ params.sleep }}", "fail_with": "{{ params.fail_with }}"})
 
-    @task(outlets=[delivery_alias("casaflow_noop")])
+    @task(**push_task_assets("casaflow_noop"))
     def push(**context) -> dict:
         """Deliver the input; the delivery manifest goes last."""
         params = context["params"]

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from airflow.sdk import DAG, task, task_group
 
-from operators.assets import delivery_alias, emit_delivery
+from operators.assets import emit_delivery, push_task_assets
 from operators.casa_stage import CasaStageOperator
 from operators.params import optional, required, setting
 from operators.qa_review import QAReviewOperator, qa_review_params
@@ -129,7 +129,7 @@ with DAG(
     weblog = CasaStageOperator(task_id="weblog", stage="vlass-weblog", trigger_rule="all_done",
                                stage_params={"title": "VLASS-SE-CUBE {{ run_id }}"})
 
-    @task(outlets=[delivery_alias("vlass_se_cube")])
+    @task(**push_task_assets("vlass_se_cube"))
     def push(**context) -> dict:
         """Push products/ (FITS, pipeline manifest, parameter lists, weblog.tgz), manifest last."""
         pims = context["ti"].xcom_pull(task_ids="prepare_inputs")["pims"]

@@ -44,6 +44,18 @@ def delivery_alias(workflow: str) -> AssetAlias:
     return AssetAlias(name=f"casaflow.deliveries.{workflow}", group="casaflow-delivery")
 
 
+def push_task_assets(workflow: str) -> dict:
+    """The ``@task(...)`` keywords of ``workflow``'s push task: the alias its events go through
+    (outlet), and the asset of the deployment's default destination as an inlet. The inlet emits
+    nothing; it makes the DAG processor create that asset when it parses the DAG. Otherwise the
+    first deliveries of several runs finishing at once each try to create it while recording
+    their event, all but one fail on the asset table's unique name, and Airflow marks a push
+    that has delivered as failed."""
+    from .workflow import destination
+
+    return {"outlets": [delivery_alias(workflow)], "inlets": [delivery_asset(workflow, destination({}))]}
+
+
 def emit_delivery(context, delivered: dict) -> None:
     """Attach the delivery's asset event (extra: dataset id, manifest ...) to the push task's alias.
     ``delivered`` is push_products' summary."""

@@ -14,7 +14,7 @@ import json
 import pendulum
 from airflow.sdk import DAG, Param, task
 
-from operators.assets import delivery_alias, delivery_asset, emit_delivery
+from operators.assets import delivery_asset, emit_delivery, push_task_assets
 from operators.casa_stage import CasaStageOperator
 from operators.qa_review import QAReviewOperator, qa_review_params
 from operators.settings import settings
@@ -33,7 +33,7 @@ with DAG(
     weblog = CasaStageOperator(task_id="weblog", stage="run-weblog", trigger_rule="all_done",
                                stage_params={"title": "review test {{ run_id }}", "products_dir": "products"})
 
-    @task(outlets=[delivery_alias("casaflow_test_review")])
+    @task(**push_task_assets("casaflow_test_review"))
     def push(**context) -> dict:
         dataset_id = context["params"].get("dataset_id") or "review-test"
         delivered = push_products(context, dataset_id, ["products"])
