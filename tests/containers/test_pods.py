@@ -204,8 +204,15 @@ def test_oom_kill_then_retry_with_more_memory(cluster, alma_claim_ws, tmp_path, 
     # logs and delete the pod) reports the failed pod as the provider does.
     monkeypatch.setattr(KubernetesPodOperator, "cleanup", lambda self, pod, remote_pod: (_ for _ in ()).throw(
         AirflowException("Pod exportdata returned a failure.")))
-    with pytest.raises(CasaStageFailed, match="resource"):
-        op.cleanup(None, remote)
+    # This process is the Airflow side here: it writes the OOM counter (creating results/, which
+    # the killed try never made) with the Airflow image's umask 0002, so the worker's group can
+    # write there (README, workspace ownership; tests/containers/test_workspace_ownership.py).
+    old_umask = os.umask(0o002)
+    try:
+        with pytest.raises(CasaStageFailed, match="resource"):
+            op.cleanup(None, remote)
+    finally:
+        os.umask(old_umask)
     assert res.count_oom_attempts(str(alma_claim_ws), "alma-exportdata", None) == 1
     # The next try (a new operator instance, as Airflow makes one per try) asks for 16x the memory.
     retry = alma_op(alma_claim_ws)
