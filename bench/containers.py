@@ -58,6 +58,7 @@ def main() -> None:
     args = ap.parse_args()
     if engine.engine() is None:
         raise SystemExit("no container engine (podman or docker)")
+    load_before = [round(x, 2) for x in os.getloadavg()]   # the machine is shared: say how busy it was
     images = engine.Images()
     worker, airflow = images["worker"], images["airflow"]
     py = str(Path(sys.executable))
@@ -81,7 +82,9 @@ def main() -> None:
     result = {
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
-                    "engine": engine.run("--version").stdout.strip()},
+                    "engine": engine.run("--version").stdout.strip(),
+                    "load_avg_1_5_15_before": load_before,
+                    "load_avg_1_5_15_after": [round(x, 2) for x in os.getloadavg()]},
         "images": {"worker": worker, "airflow": airflow},
         "size_mb": {"worker": size_mb(worker), "airflow": size_mb(airflow),
                     "local_base": round(int(base.stdout.strip()) / 1e6, 1) if base.returncode == 0 else None},

@@ -1,8 +1,8 @@
 """Writing archives and product directories the one way casaflow writes them: deterministic and
 atomic.
 
-Same inputs, same bytes (sorted entries, numeric owner 0, no user/group names, gzip header time
-0), so a re-run makes byte-identical products and a re-push recognises them by their SHA-256. The
+Same inputs, same bytes (sorted entries, numeric owner 0, no user/group names, modes 0755/0644
+whatever the writer's umask, gzip header time 0), so a re-run makes byte-identical products and a re-push recognises them by their SHA-256. The
 archive is written through :mod:`casaflow.atomic` (a hidden temporary file renamed into place): a reader sees the old
 archive or the complete new one, never half of one. Reading untrusted archives is
 :mod:`casaflow.safetar`'s job.
@@ -22,8 +22,15 @@ from .atomic import atomic_open
 
 
 def normalise(info: tarfile.TarInfo) -> tarfile.TarInfo:
+    """Owner 0 without names, and modes that do not depend on who wrote the files or with what
+    umask: 0755 for directories and executables, 0644 for other files (no setgid, no group write).
+    A worker pod (umask 0002, setgid workspace directories) and local mode make the same bytes."""
     info.uid = info.gid = 0
     info.uname = info.gname = ""
+    if info.isdir() or (info.isfile() and info.mode & 0o111):
+        info.mode = 0o755
+    elif info.isfile():
+        info.mode = 0o644
     return info
 
 

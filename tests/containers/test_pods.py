@@ -28,6 +28,7 @@ pytestmark = [pytest.mark.containers, pytest.mark.casa]
 
 RUN_ID = "manual__2026-12-01T00:00:00+00:00"
 SIDECAR = "airflow-xcom-sidecar"
+SMALL_MIB = 120        # the OOM test's first-try memory limit
 # Small enough for this machine's two cores; the chart's values size a real cluster.
 RESOURCES = {"light": {"requests": {"cpu": "500m", "memory": "1Gi"}, "limits": {"cpu": "1", "memory": "2Gi"}},
              "medium": {"requests": {"cpu": "500m", "memory": "1Gi"}, "limits": {"cpu": "1", "memory": "2Gi"}},
@@ -184,8 +185,11 @@ def test_oom_kill_then_retry_with_more_memory(cluster, alma_claim_ws, tmp_path, 
     from operators import resources as res
     from operators.casa_stage import CasaStageFailed
 
+    # Below the stage's anonymous memory: importing CASA alone holds ~150 MiB of it (the rest of its
+    # ~300 MiB peak RSS is shared-library pages, which the kernel reclaims under a cgroup limit
+    # instead of killing: at 200Mi the export survived on a fresh machine, slowly).
     small = json.loads(json.dumps(RESOURCES))
-    small["medium"]["limits"]["memory"] = small["medium"]["requests"]["memory"] = "200Mi"
+    small["medium"]["limits"]["memory"] = small["medium"]["requests"]["memory"] = f"{SMALL_MIB}Mi"
     monkeypatch.setenv("CASAFLOW_RESOURCES", json.dumps(small))
     shutil.rmtree(alma_claim_ws / "results", ignore_errors=True)
     op = alma_op(alma_claim_ws)
@@ -200,14 +204,21 @@ def test_oom_kill_then_retry_with_more_memory(cluster, alma_claim_ws, tmp_path, 
     # logs and delete the pod) reports the failed pod as the provider does.
     monkeypatch.setattr(KubernetesPodOperator, "cleanup", lambda self, pod, remote_pod: (_ for _ in ()).throw(
         AirflowException("Pod exportdata returned a failure.")))
-    with pytest.raises(CasaStageFailed, match="resource"):
-        op.cleanup(None, remote)
+    # This process is the Airflow side here: it writes the OOM counter (creating results/, which
+    # the killed try never made) with the Airflow image's umask 0002, so the worker's group can
+    # write there (README, workspace ownership; tests/containers/test_workspace_ownership.py).
+    old_umask = os.umask(0o002)
+    try:
+        with pytest.raises(CasaStageFailed, match="resource"):
+            op.cleanup(None, remote)
+    finally:
+        os.umask(old_umask)
     assert res.count_oom_attempts(str(alma_claim_ws), "alma-exportdata", None) == 1
     # The next try (a new operator instance, as Airflow makes one per try) asks for 16x the memory.
     retry = alma_op(alma_claim_ws)
     pod = render(retry, context("exportdata", dag_id="alma_exportdata", try_number=2))
     base = next(c for c in pod["spec"]["containers"] if c["name"] == "base")
-    assert res.memory_bytes(base["resources"]["limits"]["memory"]) == 16 * 200 * 2 ** 20
+    assert res.memory_bytes(base["resources"]["limits"]["memory"]) == 16 * SMALL_MIB * 2 ** 20
     second = play(pod, cluster, tmp_path)
     assert second["exit_code"] == 0 and not second["oom"], second["logs"]
     assert second["xcom"]["status"] == "success"
