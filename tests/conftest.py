@@ -153,8 +153,11 @@ def pytest_terminal_summary(terminalreporter):
 # (scripts/test has pytest-xdist hand out whole files in collection order). vlass_se_cube builds
 # the VLASS simulation that group_failure waits for; the runtime test (operations) is mostly
 # waiting on its scheduler and overlaps well with CASA, so it starts early too.
-LONGEST_FIRST = ("tests/containers/test_worker_image.py", "tests/e2e/test_vlass_se_cube.py", "tests/e2e/test_operations.py",
-                 "tests/e2e/test_alma_exportdata.py", "tests/e2e/test_vlass_group_failure.py")
+LONGEST_FIRST = ("tests/containers/test_worker_image.py", "tests/e2e/test_vlass_se_cube.py",
+                 "tests/containers/test_postimaging_memory.py", "tests/e2e/test_scheduler_workflows.py",
+                 "tests/e2e/test_alma_exportdata.py", "tests/e2e/test_vlass_paths.py", "tests/e2e/test_vlass_stages.py",
+                 "tests/e2e/test_operations.py", "tests/containers/test_pods.py", "tests/e2e/test_alma_qa2.py",
+                 "tests/e2e/test_vlass_group_failure.py")
 
 
 def pytest_collection_modifyitems(items):
