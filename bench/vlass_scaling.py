@@ -53,10 +53,11 @@ PRODUCTION = {"pixels": 12500 ** 2, "spws": 16, "rows_per_spw": 6.7e5, "channels
 PRODUCTION["visibilities"] = PRODUCTION["rows_per_spw"] * PRODUCTION["channels"] * PRODUCTION["correlations"]
 
 
-def run_measured(args: list[str], env: dict) -> dict:
-    """One worker process: wall, CPU and peak RSS from wait4, and its result status."""
+def run_measured(args: list[str], env: dict, argv0: list[str] | None = None) -> dict:
+    """One worker process (or ``argv0 + args``): wall, CPU and peak RSS from wait4."""
     t0 = time.time()
-    proc = subprocess.Popen([WORKER, *args], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env, text=True)
+    proc = subprocess.Popen([*(argv0 or [WORKER]), *args], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                            env=env, text=True)
     out = proc.stdout.read()
     _, status, ru = os.wait4(proc.pid, 0)
     proc.returncode = os.waitstatus_to_exitcode(status)
@@ -106,6 +107,62 @@ def prepare(sim: Path, ws: Path, env: dict) -> str:
     return json.loads((ws / "context" / "imaging_ms.json").read_text())["vis"]
 
 
+ANALYSIS = ("vlass-planes", "vlass-analyzestokescubes", "vlass-exportvlassdata")
+POST = ("vlass-pbcor", "vlass-makermsimages", "vlass-makecutoutimages", "vlass-weblog")
+MEASURED = STAGES + ANALYSIS + ("tclean-alone", "casa-baseline")
+PLANE_BYTES_PER_PIXEL = 4        # one x/y plane of one Stokes, float32
+
+
+def _tclean_alone(ws: Path, group: str) -> None:
+    """In a fresh process: the same four tclean calls as vlass-makeimages (the heuristics of
+    ``makeimages.iteration_calls``, the same cleanmasks, the products moved on between calls as
+    there), and nothing else of casaflow's: no keywords, no beam fix, no Casa wrapper."""
+    from casaflow.casaenv import import_casa
+    from casaflow.vlass import context, makeimages as mk
+
+    os.chdir(ws)
+    _, tasks = import_casa()
+    (ws / "logs").mkdir(exist_ok=True)
+    tasks.casalog.setlogfile(str(ws / "logs" / "tclean-alone.casa.log"))
+    target = next(t for t in context.read(ws, "cube_targets", "bench")["targets"] if t["group"] == group)
+    vis = context.read(ws, "imaging_ms", "bench")["vis"]
+    out = ws / "alone"
+    shutil.rmtree(out, ignore_errors=True)
+    out.mkdir()
+    root = mk.root_of(target)
+    it = None
+    for n, call in enumerate(mk.iteration_calls(vis, target)):
+        prev, it = it, f"alone/{root}.iter{n}"
+        if n in (1, 2):
+            # the cleanmask vlass-makeimages prepared for this iteration (it keeps them)
+            shutil.copytree(f"{root}.iter{n}.cleanmask", f"{it}.cleanmask")
+            call["mask"] = f"{it}.cleanmask"
+        if prev is not None:
+            mk._advance(prev, it)
+        tasks.tclean(**call, imagename=it)
+
+
+def _casa_baseline(ws: Path, image: str) -> None:
+    """In a fresh process: CASA imported as a stage imports it, the image opened, its shape and
+    beam read, closed. The fixed overhead every CASA stage pays before touching a pixel."""
+    from casaflow.casarun import Casa
+    from casaflow.vlass import images
+
+    os.chdir(ws)
+    casa = Casa(ws, "casa-baseline", ws / "logs" / "casa-baseline.casa.log")
+    images.shape(casa, image)
+    images.beam_of(casa, image)
+
+
+def _result_peak_mb(ws: Path, stage: str, tag: str | None) -> float | None:
+    """The peak RSS the worker itself wrote into results/<stage>[.<tag>].json (cost.peak_rss_bytes)."""
+    path = ws / "results" / (f"{stage}.{tag}.json" if tag else f"{stage}.json")
+    try:
+        return round(json.loads(path.read_text())["cost"]["peak_rss_bytes"] / 2 ** 20, 1)
+    except (OSError, KeyError, TypeError, ValueError):
+        return None
+
+
 def run_size(sim: Path, ws: Path, size: int, env: dict, niter: int | None) -> dict:
     ccip = (sim / "CCIP_parameter.list").read_text()
     drop = ("imsize=", "spw=") + (("niter=",) if niter is not None else ())
@@ -113,42 +170,151 @@ def run_size(sim: Path, ws: Path, size: int, env: dict, niter: int | None) -> di
     lines += [f"imsize=[{size},{size}]", f"spw=['{GROUP}']"] + ([f"niter={niter}"] if niter is not None else [])
     (ws / "CCIP_parameter.list").write_text("\n".join(lines) + "\n")
     w = ["--workspace", str(ws)]
+    for stale in ("results", "weblog", "products", "alone"):
+        shutil.rmtree(ws / stale, ignore_errors=True)
     run_measured(["vlass-editimlist-cube", "--param", "parameter_list=CCIP_parameter.list", *w], env)
+    targets = json.loads((ws / "context" / "cube_targets.json").read_text())["targets"]
+    target = next(t for t in targets if t["group"] == GROUP)
+    tag = target["suffix"]            # as the DAG tags the group's stages (vlass-planes reads them so)
     out = {}
-    for st in STAGES:
-        args = [st, *w] if st == "vlass-weblog" else [st, *w, "--param", f"group={json.dumps(GROUP)}", "--tag", "b"]
+    # The per-group chain, then the analysis over all planes (one plane here) and the weblog last.
+    for st in ("vlass-makeimages", "vlass-pbcor", "vlass-makermsimages", "vlass-makecutoutimages",
+               *ANALYSIS, "vlass-weblog"):
+        per_group = st in STAGES and st != "vlass-weblog"
+        args = [st, *w, "--param", f"group={json.dumps(GROUP)}", "--tag", tag] if per_group else [st, *w]
         out[st] = run_measured(args, env)
+        out[st]["result_json_peak_rss_mb"] = _result_peak_mb(ws, st, tag if per_group else None)
+    me = [sys.executable, str(Path(__file__).resolve())]
+    out["tclean-alone"] = run_measured(["--tclean-alone", str(ws), GROUP], env, me)
+    image = f"{target['imagename']}.{target['imaging']['stokes']}.iter3.image.pbcor.tt0"
+    out["casa-baseline"] = run_measured(["--casa-baseline", str(ws), image], env, me)
+    shutil.rmtree(ws / "alone", ignore_errors=True)
     return out
 
 
+def _lstsq_nonneg(cols: list[np.ndarray], y: np.ndarray) -> np.ndarray:
+    """Least squares with every coefficient >= 0 (a cost cannot fall as the work grows): the
+    unconstrained solution, dropping negative terms one at a time."""
+    active = list(range(len(cols)))
+    while True:
+        A = np.vstack([cols[i] for i in active]).T
+        coef, *_ = np.linalg.lstsq(A, y, rcond=None)
+        if (coef >= 0).all() or len(active) == 1:
+            full = np.zeros(len(cols))
+            full[active] = np.maximum(coef, 0)
+            return full
+        active.pop(int(np.argmin(coef)))
+
+
 def fit(points: list[dict]) -> dict:
-    """Per stage and metric: the power-law fit in pixels and visibilities, and for RSS the linear
-    fit in pixels at the largest visibility count."""
+    """Per stage and metric:
+
+    * ``power``: ``y = a * pixels^b * visibilities^c`` (least squares in logs), as a description
+      of the growth over the measured range;
+    * ``linear``: ``y = y0 + p * pixels + v * visibilities`` (non-negative least squares), the
+      model that is extrapolated: memory is a fixed overhead plus image-sized buffers (pixels)
+      plus visibility buffers; time is a fixed start-up plus per-pixel (FFT, per-plane statistics)
+      plus per-visibility (gridding) work. ``production_per_plane`` is its value for a production
+      plane; ``rms_residual`` says how well it fits the measured points.
+    """
     fits = {}
-    for st in STAGES:
+    px = np.array([p["pixels"] for p in points], float)
+    nv = np.array([p["visibilities"] for p in points], float)
+    for st in MEASURED:
+        if not all(st in p["stages"] for p in points):
+            continue
         fits[st] = {}
         for metric in ("wall_s", "cpu_s", "peak_rss_mb"):
-            px = np.array([p["pixels"] for p in points], float)
-            nv = np.array([p["visibilities"] for p in points], float)
-            y = np.array([max(p["stages"][st][metric], 1e-3) for p in points], float)
+            y = np.array([p["stages"][st][metric] for p in points], float)
+            ylog = np.log(np.maximum(y, 1e-3))
             cols = [np.ones_like(px), np.log(px)] + ([np.log(nv)] if len(set(nv)) > 1 else [])
-            coef, *_ = np.linalg.lstsq(np.vstack(cols).T, np.log(y), rcond=None)
-            rec = {"a": float(np.exp(coef[0])), "b_pixels": float(coef[1]),
-                   "c_visibilities": float(coef[2]) if len(coef) > 2 else None}
-            c = rec["c_visibilities"] or 0.0
-            rec["production_per_plane"] = float(rec["a"] * PRODUCTION["pixels"] ** rec["b_pixels"]
-                                                * PRODUCTION["visibilities"] ** c)
+            coef, *_ = np.linalg.lstsq(np.vstack(cols).T, ylog, rcond=None)
+            power = {"a": float(np.exp(coef[0])), "b_pixels": float(coef[1]),
+                     "c_visibilities": float(coef[2]) if len(coef) > 2 else None}
+            lin_cols = [np.ones_like(px), px] + ([nv] if len(set(nv)) > 1 else [])
+            lc = _lstsq_nonneg(lin_cols, y)
+            pred = np.vstack(lin_cols).T @ lc
+            v_coef = float(lc[2]) if len(lc) > 2 else 0.0
+            linear = {"y0": float(lc[0]), "per_megapixel": float(lc[1] * 1e6),
+                      "per_million_visibilities": v_coef * 1e6,
+                      "rms_residual": float(np.sqrt(np.mean((pred - y) ** 2))),
+                      "production_per_plane": float(lc[0] + lc[1] * PRODUCTION["pixels"]
+                                                    + v_coef * PRODUCTION["visibilities"])}
             if metric == "peak_rss_mb":
-                top = [p for p in points if p["visibilities"] == nv.max()]
-                if len({p["pixels"] for p in top}) > 1:
-                    k, r0 = np.polyfit([p["pixels"] for p in top], [p["stages"][st][metric] for p in top], 1)
-                    rec["linear_mb"] = {"r0": float(r0), "mb_per_megapixel": float(k * 1e6),
-                                        "production_per_plane": float(r0 + k * PRODUCTION["pixels"])}
-            fits[st][metric] = rec
+                linear["bytes_per_pixel"] = float(lc[1] * 2 ** 20)
+            fits[st][metric] = {"power": power, "linear": linear}
     return fits
 
 
+def targets(points: list[dict]) -> dict:
+    """The issue's two memory targets.
+
+    * vlass-makeimages' peak RSS <= 1.25 x the peak of tclean alone (same data, same args, a fresh
+      process), at every measured point.
+    * Every post-imaging stage peaks at <= 3 planes plus a fixed overhead: per visibility count,
+      the stage's peak RSS against pixels is fitted as ``r0 + k * pixels``; ``r0`` is the stage's
+      fixed overhead (measured: the intercept; for comparison ``casa-baseline`` is a fresh process
+      that only imports CASA and opens the image) and ``k`` must be <= 3 planes' bytes per pixel
+      (3 x 4 B: one plane is imsize^2 float32, one Stokes). Per point, the peak above the stage's
+      own overhead is also given in planes.
+    """
+    rows = []
+    for p in points:
+        s = p["stages"]
+        rows.append({"dumps": p["dumps"], "imsize": p["imsize"],
+                     "plane_mb": round(p["pixels"] * PLANE_BYTES_PER_PIXEL / 2 ** 20, 2),
+                     "tclean_alone_mb": s["tclean-alone"]["peak_rss_mb"],
+                     "makeimages_mb": s["vlass-makeimages"]["peak_rss_mb"],
+                     "makeimages_over_tclean": round(s["vlass-makeimages"]["peak_rss_mb"]
+                                                     / s["tclean-alone"]["peak_rss_mb"], 3),
+                     "casa_baseline_mb": s["casa-baseline"]["peak_rss_mb"]})
+    post = {}
+    for st in POST + ANALYSIS:
+        per_dumps = {}
+        for dumps in sorted({p["dumps"] for p in points}):
+            pts = [p for p in points if p["dumps"] == dumps and st in p["stages"]]
+            if len({p["pixels"] for p in pts}) < 2:
+                continue
+            x = np.array([p["pixels"] for p in pts], float)
+            y = np.array([p["stages"][st]["peak_rss_mb"] for p in pts], float) * 2 ** 20
+            k, r0 = np.polyfit(x, y, 1)
+            per_dumps[str(dumps)] = {
+                "overhead_mb": round(r0 / 2 ** 20, 1), "bytes_per_pixel": round(float(k), 2),
+                "planes": round(float(k) / PLANE_BYTES_PER_PIXEL, 2), "met": bool(k <= 3 * PLANE_BYTES_PER_PIXEL),
+                "above_overhead_planes": {str(p["imsize"]): round((yy - r0) / (p["pixels"] * PLANE_BYTES_PER_PIXEL), 2)
+                                          for p, yy in zip(pts, y)}}
+        if per_dumps:
+            post[st] = {"post_imaging": st in POST, "per_dumps": per_dumps,
+                        "met": all(v["met"] for v in per_dumps.values())}
+    return {"points": rows,
+            "makeimages_le_1.25_tclean_alone": all(r["makeimages_over_tclean"] <= 1.25 for r in rows),
+            "max_makeimages_over_tclean": max(r["makeimages_over_tclean"] for r in rows),
+            "plane_bounded": post,
+            "post_imaging_le_3_planes": all(v["met"] for v in post.values() if v["post_imaging"]) if post else None}
+
+
+def _load() -> list:
+    try:
+        return [round(x, 2) for x in os.getloadavg()]
+    except OSError:
+        return []
+
+
+def _write(out: Path, result: dict) -> None:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.tmp")
+    tmp.write_text(json.dumps(result, indent=1) + "\n")
+    os.replace(tmp, out)
+
+
 def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["--tclean-alone"]:
+        _tclean_alone(Path(argv[1]), argv[2])
+        return 0
+    if argv[:1] == ["--casa-baseline"]:
+        _casa_baseline(Path(argv[1]), argv[2])
+        return 0
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sizes", type=int, nargs="+", default=[256, 512, 1024, 2048])
     ap.add_argument("--dumps", type=int, nargs="+", default=[2, 8])
@@ -158,34 +324,45 @@ def main(argv=None) -> int:
     ap.add_argument("--niter", type=int, default=None,
                     help="clean iterations per call (default: the preset's 300); 0 measures gridding, FFTs "
                          "and the post-imaging stages only (iter1-3 then only restore)")
+    ap.add_argument("--add-to", type=Path, default=None,
+                    help="a previous result of this script: its points are kept and fitted with the new ones")
     args = ap.parse_args(argv)
-    env = dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    points = []
-    started = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    # One OpenMP thread per CASA process, as local mode runs them (settings.omp_threads): CPU and
+    # wall time then describe one core's work, whatever else shares the machine.
+    env = dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""),
+               OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "1"))
+    previous = json.loads(args.add_to.read_text()) if args.add_to else None
+    points = list(previous["points"]) if previous else []
+    result = {"benchmark": "vlass_scaling", "label": args.label,
+              "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+              "machine": {"host": platform.node(), "cpus": os.cpu_count(), "platform": platform.platform(),
+                          "memory_gib": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2 ** 30, 1),
+                          "loadavg_at_start": _load()},
+              "omp_num_threads": env["OMP_NUM_THREADS"],
+              "sizes": args.sizes, "dumps": args.dumps, "group": GROUP, "cell_arcsec": 4.5, "niter": args.niter,
+              "production": PRODUCTION, "points": points}
+    if previous:
+        result["previous_runs"] = previous.get("previous_runs", []) + [
+            {k: previous.get(k) for k in ("started", "finished", "machine", "sizes", "dumps", "niter", "prepare_s")}]
     for dumps in args.dumps:
+        t0 = time.time()
         sim = build(args.workdir, dumps, env)
         ws = args.workdir / f"ws-dumps{dumps}"
         vis = prepare(sim, ws, env)
         nvis = visibilities(ws, vis, env)
+        result.setdefault("prepare_s", {})[str(dumps)] = round(time.time() - t0, 1)
         for size in args.sizes:
             stages = run_size(sim, ws, size, env, args.niter)
             points.append({"dumps": dumps, "visibilities": nvis, "imsize": size, "pixels": size * size,
-                           "stages": stages})
+                           "loadavg_after": _load(), "stages": stages})
             print(json.dumps(points[-1]), flush=True)
-    try:
-        load = os.getloadavg()
-    except OSError:
-        load = None
-    result = {"benchmark": "vlass_scaling", "label": args.label, "started": started,
-              "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-              "machine": {"host": platform.node(), "cpus": os.cpu_count(), "platform": platform.platform(),
-                          "loadavg_at_end": load},
-              "sizes": args.sizes, "dumps": args.dumps, "group": GROUP, "cell_arcsec": 4.5, "niter": args.niter,
-              "points": points, "fit": fit(points), "production": PRODUCTION}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = args.out.with_name(f".{args.out.name}.tmp")
-    tmp.write_text(json.dumps(result, indent=1) + "\n")
-    os.replace(tmp, args.out)
+            result["finished"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+            _write(args.out, result)           # a partial run keeps what it measured
+    result["machine"]["loadavg_at_end"] = _load()
+    result["fit"] = fit(points)
+    result["targets"] = targets(points)
+    result["finished"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    _write(args.out, result)
     print(f"wrote {args.out}")
     return 0
 
