@@ -40,16 +40,34 @@ sys.path.insert(0, str(REPO))
 WORKER = str(Path(sys.executable).with_name("casa-worker"))
 STAGES = ("vlass-makeimages", "vlass-pbcor", "vlass-makermsimages", "vlass-makecutoutimages", "vlass-weblog")
 GROUP = "2"
+CUTOUT_DEG = 1.0 + 2.0 / 60.0    # hif_makecutoutimages: the central 1 deg + 2'
 
-# A VLASS PIMS, derived (not measured) from the survey's published design (Lacy et al. 2020, PASP
-# 132, 035001, "The Karl G. Jansky Very Large Array Sky Survey (VLASS)"): 5520 h over three epochs
-# of 33,885 deg^2, i.e. ~196 s of on-sky time per deg^2 per epoch; 0.45 s integrations; 27
-# antennas (351 baselines); 16 spws x 64 channels; 4 correlations. A 12500 x 0.6" SE image is
-# 2.08 deg on a side (4.3 deg^2), so its PIMS holds ~850 s of data: ~1900 integrations x 351
-# baselines = 6.7e5 rows per spw, x 64 channels x 4 correlations = 1.7e8 visibilities per spw.
-PRODUCTION = {"pixels": 12500 ** 2, "spws": 16, "rows_per_spw": 6.7e5, "channels": 64, "correlations": 4,
-              "source": "derived from Lacy et al. 2020 (PASP 132, 035001): survey time per deg^2, "
-                        "0.45 s integrations, 351 baselines, 16x64 channels; SE image 12500 x 0.6\""}
+# The visibilities one production plane (one spw) grids, derived (not measured: no VLASS data here).
+# * Time on the sky: 5520 h for three epochs of the 33,885 deg^2 above dec -40 (Lacy et al. 2020,
+#   PASP 132, 035001, "The Karl G. Jansky Very Large Array Sky Survey (VLASS)"), i.e. 1840 h per
+#   epoch, 195.5 s per deg^2 if every hour were on source (an upper bound: calibrators and slews
+#   are in the 5520 h).
+# * Area: the reference selects the fields a SE image grids in a box of +-(1800" + 1000") around
+#   the phase centre (pipeline/hif/tasks/editimlist/editimlist.py: mosaic_side_arcsec 3600 / 2 +
+#   buffer_radius() 1000 of imageparams_vlass_single_epoch_continuum.py; select_fields in
+#   imageparams_base.py compares |dra| and |ddec|): 5600" = 1.556 deg a side, 2.42 deg^2, so ~473 s.
+# * VLASS's correlator set-up (Lacy et al. 2020): 0.45 s integrations, 16 spws x 64 channels of
+#   2 MHz, full polarisation (4 correlations); 27 antennas, 351 baselines.
+# => 473 s / 0.45 s = 1051 integrations x 351 = 3.69e5 rows per spw, x 64 x 4 = 9.4e7 visibilities
+# per spw (one plane); 1.5e9 for the 16 spws of the PIMS. The image: 12500^2 pixels of 0.6"
+# (imageparams_vlass_single_epoch_continuum.py: SeContMosaic.imsize, inherited by SeCube).
+_ON_SKY_S_PER_DEG2 = 5520 * 3600 / 3 / 33885
+_FIELD_BOX_DEG = 2 * (1800 + 1000) / 3600
+_ROWS = _ON_SKY_S_PER_DEG2 * _FIELD_BOX_DEG ** 2 / 0.45 * 351
+PRODUCTION = {"pixels": 12500 ** 2, "imsize": 12500, "cell_arcsec": 0.6, "stokes": 4, "spws": 16,
+              "rows_per_spw": round(_ROWS, -3), "channels": 64, "correlations": 4,
+              "source": "derived: Lacy et al. 2020 (PASP 132, 035001) for 5520 h / 3 epochs / 33,885 deg^2, "
+                        "0.45 s integrations, 351 baselines, 16 spws x 64 channels x 4 correlations; the "
+                        "reference's field box for a SE image (editimlist.py: 1800\" + buffer_radius 1000\", "
+                        "|dra|,|ddec| < 2800\": 2.42 deg^2); imsize 12500 of 0.6\" (SeContMosaic.imsize). "
+                        "An upper bound: all of the survey's hours counted as on-source."}
+PRODUCTION["cutout_imsize"] = round(3600 * CUTOUT_DEG / PRODUCTION["cell_arcsec"])   # 6200
+PRODUCTION["cutout_pixels"] = PRODUCTION["cutout_imsize"] ** 2
 PRODUCTION["visibilities"] = PRODUCTION["rows_per_spw"] * PRODUCTION["channels"] * PRODUCTION["correlations"]
 
 
@@ -110,6 +128,9 @@ def prepare(sim: Path, ws: Path, env: dict) -> str:
 ANALYSIS = ("vlass-planes", "vlass-analyzestokescubes", "vlass-exportvlassdata")
 POST = ("vlass-pbcor", "vlass-makermsimages", "vlass-makecutoutimages", "vlass-weblog")
 MEASURED = STAGES + ANALYSIS + ("tclean-alone", "casa-baseline")
+# These read the cut-outs (the .subim images), not the full plane: their size is the cut-out's.
+ON_CUTOUT = ("vlass-analyzestokescubes", "vlass-exportvlassdata", "vlass-weblog")
+
 PLANE_BYTES_PER_PIXEL = 4        # one x/y plane of one Stokes, float32
 
 
@@ -184,12 +205,31 @@ def run_size(sim: Path, ws: Path, size: int, env: dict, niter: int | None) -> di
         args = [st, *w, "--param", f"group={json.dumps(GROUP)}", "--tag", tag] if per_group else [st, *w]
         out[st] = run_measured(args, env)
         out[st]["result_json_peak_rss_mb"] = _result_peak_mb(ws, st, tag if per_group else None)
+    box = json.loads((ws / "context" / f"cutout.{tag}.json").read_text()).get("box")
+    if box:
+        x0, y0, x1, y1 = (float(v) for v in box.split(","))
+        out["_cutout_imsize"] = [int(round(x1 - x0 + 1)), int(round(y1 - y0 + 1))]
+    else:
+        out["_cutout_imsize"] = [size, size]
     me = [sys.executable, str(Path(__file__).resolve())]
     out["tclean-alone"] = run_measured(["--tclean-alone", str(ws), GROUP], env, me)
     image = f"{target['imagename']}.{target['imaging']['stokes']}.iter3.image.pbcor.tt0"
     out["casa-baseline"] = run_measured(["--casa-baseline", str(ws), image], env, me)
     shutil.rmtree(ws / "alone", ignore_errors=True)
     return out
+
+
+def _cutout_pixels(p: dict, cell_arcsec: float = 4.5) -> int:
+    """The cut-out's pixels of a point: measured (its box), else by the rule (older results)."""
+    if "cutout_pixels" in p:
+        return p["cutout_pixels"]
+    size = p["imsize"]
+    return size * size if size * cell_arcsec / 3600 <= CUTOUT_DEG else round(3600 * CUTOUT_DEG / cell_arcsec) ** 2
+
+
+def pixels_of(p: dict, stage: str) -> int:
+    """The pixels a stage works on: the plane's, or for the stages reading cut-outs the cut-out's."""
+    return _cutout_pixels(p) if stage in ON_CUTOUT else p["pixels"]
 
 
 def _lstsq_nonneg(cols: list[np.ndarray], y: np.ndarray) -> np.ndarray:
@@ -218,16 +258,19 @@ def fit(points: list[dict]) -> dict:
       plane; ``rms_residual`` says how well it fits the measured points.
     """
     fits = {}
-    px = np.array([p["pixels"] for p in points], float)
     nv = np.array([p["visibilities"] for p in points], float)
     for st in MEASURED:
         if not all(st in p["stages"] for p in points):
             continue
-        fits[st] = {}
+        px = np.array([pixels_of(p, st) for p in points], float)
+        prod_px = PRODUCTION["cutout_pixels"] if st in ON_CUTOUT else PRODUCTION["pixels"]
+        fits[st] = {"pixels": "cut-out" if st in ON_CUTOUT else "plane"}
         for metric in ("wall_s", "cpu_s", "peak_rss_mb"):
             y = np.array([p["stages"][st][metric] for p in points], float)
             ylog = np.log(np.maximum(y, 1e-3))
             cols = [np.ones_like(px), np.log(px)] + ([np.log(nv)] if len(set(nv)) > 1 else [])
+            if len(set(px)) < 2:
+                continue
             coef, *_ = np.linalg.lstsq(np.vstack(cols).T, ylog, rcond=None)
             power = {"a": float(np.exp(coef[0])), "b_pixels": float(coef[1]),
                      "c_visibilities": float(coef[2]) if len(coef) > 2 else None}
@@ -238,7 +281,7 @@ def fit(points: list[dict]) -> dict:
             linear = {"y0": float(lc[0]), "per_megapixel": float(lc[1] * 1e6),
                       "per_million_visibilities": v_coef * 1e6,
                       "rms_residual": float(np.sqrt(np.mean((pred - y) ** 2))),
-                      "production_per_plane": float(lc[0] + lc[1] * PRODUCTION["pixels"]
+                      "production_per_plane": float(lc[0] + lc[1] * prod_px
                                                     + v_coef * PRODUCTION["visibilities"])}
             if metric == "peak_rss_mb":
                 linear["bytes_per_pixel"] = float(lc[1] * 2 ** 20)
@@ -273,18 +316,19 @@ def targets(points: list[dict]) -> dict:
         per_dumps = {}
         for dumps in sorted({p["dumps"] for p in points}):
             pts = [p for p in points if p["dumps"] == dumps and st in p["stages"]]
-            if len({p["pixels"] for p in pts}) < 2:
+            x = np.array([pixels_of(p, st) for p in pts], float)
+            if len(set(x)) < 2:
                 continue
-            x = np.array([p["pixels"] for p in pts], float)
             y = np.array([p["stages"][st]["peak_rss_mb"] for p in pts], float) * 2 ** 20
             k, r0 = np.polyfit(x, y, 1)
             per_dumps[str(dumps)] = {
                 "overhead_mb": round(r0 / 2 ** 20, 1), "bytes_per_pixel": round(float(k), 2),
                 "planes": round(float(k) / PLANE_BYTES_PER_PIXEL, 2), "met": bool(k <= 3 * PLANE_BYTES_PER_PIXEL),
-                "above_overhead_planes": {str(p["imsize"]): round((yy - r0) / (p["pixels"] * PLANE_BYTES_PER_PIXEL), 2)
-                                          for p, yy in zip(pts, y)}}
+                "above_overhead_planes": {str(p["imsize"]): round((yy - r0) / (xx * PLANE_BYTES_PER_PIXEL), 2)
+                                          for p, xx, yy in zip(pts, x, y)}}
         if per_dumps:
-            post[st] = {"post_imaging": st in POST, "per_dumps": per_dumps,
+            post[st] = {"post_imaging": st in POST, "pixels": "cut-out" if st in ON_CUTOUT else "plane",
+                        "per_dumps": per_dumps,
                         "met": all(v["met"] for v in per_dumps.values())}
     return {"points": rows,
             "makeimages_le_1.25_tclean_alone": all(r["makeimages_over_tclean"] <= 1.25 for r in rows),
@@ -326,7 +370,16 @@ def main(argv=None) -> int:
                          "and the post-imaging stages only (iter1-3 then only restore)")
     ap.add_argument("--add-to", type=Path, default=None,
                     help="a previous result of this script: its points are kept and fitted with the new ones")
+    ap.add_argument("--refit", action="store_true",
+                    help="only recompute the fit and the targets of --out from its points")
     args = ap.parse_args(argv)
+    if args.refit:
+        result = json.loads(args.out.read_text())
+        result["production"] = PRODUCTION
+        result["fit"], result["targets"] = fit(result["points"]), targets(result["points"])
+        _write(args.out, result)
+        print(f"refitted {args.out}")
+        return 0
     # One OpenMP thread per CASA process, as local mode runs them (settings.omp_threads): CPU and
     # wall time then describe one core's work, whatever else shares the machine.
     env = dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""),
@@ -353,7 +406,9 @@ def main(argv=None) -> int:
         result.setdefault("prepare_s", {})[str(dumps)] = round(time.time() - t0, 1)
         for size in args.sizes:
             stages = run_size(sim, ws, size, env, args.niter)
+            cut = stages.pop("_cutout_imsize")
             points.append({"dumps": dumps, "visibilities": nvis, "imsize": size, "pixels": size * size,
+                           "cutout_imsize": cut, "cutout_pixels": cut[0] * cut[1],
                            "loadavg_after": _load(), "stages": stages})
             print(json.dumps(points[-1]), flush=True)
             result["finished"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
