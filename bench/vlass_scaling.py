@@ -184,7 +184,7 @@ def _result_peak_mb(ws: Path, stage: str, tag: str | None) -> float | None:
         return None
 
 
-def run_size(sim: Path, ws: Path, size: int, env: dict, niter: int | None) -> dict:
+def run_size(sim: Path, ws: Path, size: int, env: dict, niter: int | None, tclean_alone: bool = True) -> dict:
     ccip = (sim / "CCIP_parameter.list").read_text()
     drop = ("imsize=", "spw=") + (("niter=",) if niter is not None else ())
     lines = [ln for ln in ccip.splitlines() if not ln.startswith(drop)]
@@ -212,7 +212,8 @@ def run_size(sim: Path, ws: Path, size: int, env: dict, niter: int | None) -> di
     else:
         out["_cutout_imsize"] = [size, size]
     me = [sys.executable, str(Path(__file__).resolve())]
-    out["tclean-alone"] = run_measured(["--tclean-alone", str(ws), GROUP], env, me)
+    if tclean_alone:
+        out["tclean-alone"] = run_measured(["--tclean-alone", str(ws), GROUP], env, me)
     image = f"{target['imagename']}.{target['imaging']['stokes']}.iter3.image.pbcor.tt0"
     out["casa-baseline"] = run_measured(["--casa-baseline", str(ws), image], env, me)
     shutil.rmtree(ws / "alone", ignore_errors=True)
@@ -258,15 +259,16 @@ def fit(points: list[dict]) -> dict:
       plane; ``rms_residual`` says how well it fits the measured points.
     """
     fits = {}
-    nv = np.array([p["visibilities"] for p in points], float)
     for st in MEASURED:
-        if not all(st in p["stages"] for p in points):
+        pts = [p for p in points if st in p["stages"]]
+        if len(pts) < 2:
             continue
-        px = np.array([pixels_of(p, st) for p in points], float)
+        nv = np.array([p["visibilities"] for p in pts], float)
+        px = np.array([pixels_of(p, st) for p in pts], float)
         prod_px = PRODUCTION["cutout_pixels"] if st in ON_CUTOUT else PRODUCTION["pixels"]
         fits[st] = {"pixels": "cut-out" if st in ON_CUTOUT else "plane"}
         for metric in ("wall_s", "cpu_s", "peak_rss_mb"):
-            y = np.array([p["stages"][st][metric] for p in points], float)
+            y = np.array([p["stages"][st][metric] for p in pts], float)
             ylog = np.log(np.maximum(y, 1e-3))
             cols = [np.ones_like(px), np.log(px)] + ([np.log(nv)] if len(set(nv)) > 1 else [])
             if len(set(px)) < 2:
@@ -304,6 +306,8 @@ def targets(points: list[dict]) -> dict:
     rows = []
     for p in points:
         s = p["stages"]
+        if "tclean-alone" not in s:
+            continue
         rows.append({"dumps": p["dumps"], "imsize": p["imsize"],
                      "plane_mb": round(p["pixels"] * PLANE_BYTES_PER_PIXEL / 2 ** 20, 2),
                      "tclean_alone_mb": s["tclean-alone"]["peak_rss_mb"],
@@ -370,6 +374,8 @@ def main(argv=None) -> int:
                          "and the post-imaging stages only (iter1-3 then only restore)")
     ap.add_argument("--add-to", type=Path, default=None,
                     help="a previous result of this script: its points are kept and fitted with the new ones")
+    ap.add_argument("--no-tclean-alone", action="store_true",
+                    help="skip the tclean-alone reference run (it costs as much as vlass-makeimages)")
     ap.add_argument("--refit", action="store_true",
                     help="only recompute the fit and the targets of --out from its points")
     args = ap.parse_args(argv)
@@ -405,7 +411,7 @@ def main(argv=None) -> int:
         nvis = visibilities(ws, vis, env)
         result.setdefault("prepare_s", {})[str(dumps)] = round(time.time() - t0, 1)
         for size in args.sizes:
-            stages = run_size(sim, ws, size, env, args.niter)
+            stages = run_size(sim, ws, size, env, args.niter, not args.no_tclean_alone)
             cut = stages.pop("_cutout_imsize")
             points.append({"dumps": dumps, "visibilities": nvis, "imsize": size, "pixels": size * size,
                            "cutout_imsize": cut, "cutout_pixels": cut[0] * cut[1],
