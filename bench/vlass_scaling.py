@@ -109,7 +109,7 @@ def visibilities(ws: Path, vis: str, env: dict) -> int:
     return int(out.strip().splitlines()[-1])
 
 
-def prepare(sim: Path, ws: Path, env: dict) -> str:
+def prepare(sim: Path, ws: Path, env: dict, measured: dict | None = None) -> str:
     if ws.exists():
         shutil.rmtree(ws)
     ws.mkdir(parents=True)
@@ -121,7 +121,9 @@ def prepare(sim: Path, ws: Path, env: dict) -> str:
     for args in (["vlass-importdata", "--param", f"vis={truth['pims']}"],
                  ["vlass-editimlist-seip", "--param", "parameter_list=SEIP_parameter.list"],
                  ["vlass-transformimagedata"], ["vlass-restorepims"], ["vlass-flagtargetsdata"]):
-        run_measured([*args, *w], env)
+        m = run_measured([*args, *w], env)
+        if measured is not None:
+            measured[args[0]] = m
     return json.loads((ws / "context" / "imaging_ms.json").read_text())["vis"]
 
 
@@ -341,6 +343,35 @@ def targets(points: list[dict]) -> dict:
             "post_imaging_le_3_planes": all(v["met"] for v in post.values() if v["post_imaging"]) if post else None}
 
 
+# Headroom over the extrapolated production peak of the class's largest measured stage: requests
+# x1.25 (the scheduler reserves what the pod will use, with a margin for the fit's error), limits
+# x1.5 (the OOM line; the extrapolation is ~37x beyond the largest measured plane). Whole GiB, up.
+REQUEST_HEADROOM, LIMIT_HEADROOM = 1.25, 1.5
+
+
+def defaults(fits: dict) -> dict:
+    """Memory requests and limits per stage class from the fit (classes from the stage registry)."""
+    import math
+
+    from casaflow import registry
+
+    specs = registry.load_all()
+    out = {"request_headroom": REQUEST_HEADROOM, "limit_headroom": LIMIT_HEADROOM}
+    for cls in ("light", "medium", "heavy"):
+        peaks = {st: round(f["peak_rss_mb"]["linear"]["production_per_plane"])
+                 for st, f in fits.items() if st in specs and specs[st].resource_class == cls and "peak_rss_mb" in f}
+        if not peaks:
+            continue
+        top = max(peaks, key=peaks.get)
+        out[cls] = {"production_peak_mib": peaks, "sized_by": top,
+                    "requests_memory": f"{math.ceil(peaks[top] * REQUEST_HEADROOM / 1024)}Gi",
+                    "limits_memory": f"{math.ceil(peaks[top] * LIMIT_HEADROOM / 1024)}Gi",
+                    "production_cpu_s_per_plane": {st: round(fits[st]["cpu_s"]["linear"]["production_per_plane"])
+                                                   for st in peaks},
+                    "not_measured": sorted(n for n, sp in specs.items() if sp.resource_class == cls and n not in peaks)}
+    return out
+
+
 def _load() -> list:
     try:
         return [round(x, 2) for x in os.getloadavg()]
@@ -383,6 +414,7 @@ def main(argv=None) -> int:
         result = json.loads(args.out.read_text())
         result["production"] = PRODUCTION
         result["fit"], result["targets"] = fit(result["points"]), targets(result["points"])
+        result["defaults"] = defaults(result["fit"])
         _write(args.out, result)
         print(f"refitted {args.out}")
         return 0
@@ -407,9 +439,12 @@ def main(argv=None) -> int:
         t0 = time.time()
         sim = build(args.workdir, dumps, env)
         ws = args.workdir / f"ws-dumps{dumps}"
-        vis = prepare(sim, ws, env)
+        before_imaging = {}
+        vis = prepare(sim, ws, env, before_imaging)
         nvis = visibilities(ws, vis, env)
         result.setdefault("prepare_s", {})[str(dumps)] = round(time.time() - t0, 1)
+        # the stages before imaging depend on the visibilities only (not on the image size)
+        result.setdefault("before_imaging", {})[str(dumps)] = {"visibilities": nvis, "stages": before_imaging}
         for size in args.sizes:
             stages = run_size(sim, ws, size, env, args.niter, not args.no_tclean_alone)
             cut = stages.pop("_cutout_imsize")
@@ -422,6 +457,7 @@ def main(argv=None) -> int:
     result["machine"]["loadavg_at_end"] = _load()
     result["fit"] = fit(points)
     result["targets"] = targets(points)
+    result["defaults"] = defaults(result["fit"])
     result["finished"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     _write(args.out, result)
     print(f"wrote {args.out}")
