@@ -130,6 +130,10 @@ def prepare(sim: Path, ws: Path, env: dict, measured: dict | None = None) -> str
 ANALYSIS = ("vlass-planes", "vlass-analyzestokescubes", "vlass-exportvlassdata")
 POST = ("vlass-pbcor", "vlass-makermsimages", "vlass-makecutoutimages", "vlass-weblog")
 MEASURED = STAGES + ANALYSIS + ("tclean-alone", "casa-baseline")
+# These read images only, never the MS: their fits have no visibility term (a difference between
+# the two visibility counts is the machine's noise for them, not work).
+IMAGES_ONLY = ("vlass-pbcor", "vlass-makermsimages", "vlass-makecutoutimages", "vlass-analyzestokescubes",
+               "vlass-weblog", "casa-baseline")
 # These read the cut-outs (the .subim images), not the full plane: their size is the cut-out's.
 ON_CUTOUT = ("vlass-analyzestokescubes", "vlass-exportvlassdata", "vlass-weblog")
 
@@ -272,13 +276,14 @@ def fit(points: list[dict]) -> dict:
         for metric in ("wall_s", "cpu_s", "peak_rss_mb"):
             y = np.array([p["stages"][st][metric] for p in pts], float)
             ylog = np.log(np.maximum(y, 1e-3))
-            cols = [np.ones_like(px), np.log(px)] + ([np.log(nv)] if len(set(nv)) > 1 else [])
+            cols = [np.ones_like(px), np.log(px)] + ([np.log(nv)] if len(set(nv)) > 1 and st not in IMAGES_ONLY else [])
             if len(set(px)) < 2:
                 continue
             coef, *_ = np.linalg.lstsq(np.vstack(cols).T, ylog, rcond=None)
             power = {"a": float(np.exp(coef[0])), "b_pixels": float(coef[1]),
                      "c_visibilities": float(coef[2]) if len(coef) > 2 else None}
-            lin_cols = [np.ones_like(px), px] + ([nv] if len(set(nv)) > 1 else [])
+            with_vis = len(set(nv)) > 1 and st not in IMAGES_ONLY
+            lin_cols = [np.ones_like(px), px] + ([nv] if with_vis else [])
             lc = _lstsq_nonneg(lin_cols, y)
             pred = np.vstack(lin_cols).T @ lc
             v_coef = float(lc[2]) if len(lc) > 2 else 0.0
