@@ -1,24 +1,32 @@
 """Benchmark: what one VLASS-SE-CUBE plane costs as the image and the data grow (issue 17, item 6).
 
     PYTHONPATH=$PWD .venv/bin/python bench/vlass_scaling.py \
-        [--sizes 256 512 1024 2048] [--dumps 2 8] [--niter N] [--out bench/results/vlass_scaling.json]
+        [--sizes 256 512 1024 2048] [--dumps 2 8] [--niter N] [--no-tclean-alone] \
+        [--add-to PREVIOUS.json] [--out bench/results/vlass_scaling.json]
+    PYTHONPATH=$PWD .venv/bin/python bench/vlass_scaling.py --refit [--out ...]   # fit again only
 
 For each visibility count (the tiny preset's ``dumps``, integrations per pointing) the simulator
-builds one dataset, the stages up to the cube editimlist run once, and then for each image size
-(the CCIP parameter list's imsize, same 4.5" cell: the sky grows with the image) one spw group
-goes through vlass-makeimages, vlass-pbcor, vlass-makermsimages, vlass-makecutoutimages and the
-weblog. Every stage is its own casa-worker process; its wall time, CPU time (user + system of the
-process and its children) and peak RSS come from ``os.wait4``.
+builds one dataset (cached in --workdir) and the stages up to flagtargetsdata run once (measured
+too: ``before_imaging``); then for each image size (the CCIP parameter list's imsize, same 4.5"
+cell: the sky grows with the image) one spw group goes through vlass-makeimages, vlass-pbcor,
+vlass-makermsimages, vlass-makecutoutimages, vlass-planes, vlass-analyzestokescubes,
+vlass-exportvlassdata and vlass-weblog, and two references run in fresh processes:
+``tclean-alone`` (the same four tclean calls as vlass-makeimages, same arguments and masks, and
+nothing else of casaflow's) and ``casa-baseline`` (CASA imported, the image opened: the fixed cost
+of any CASA stage). Every one is its own process; wall time, CPU time (user + system of the process
+and its children) and peak RSS come from ``os.wait4``; the peak the worker itself wrote into
+results/<stage>.json is kept beside it (``result_json_peak_rss_mb``). One OpenMP thread per process.
 
-The fit, per stage and metric, is ``y = a * pixels^b * visibilities^c`` (least squares in logs;
-with two sizes and two counts it is exactly determined up to one residual degree of freedom), and
-for peak RSS also ``y = r0 + k * pixels`` at the largest visibility count (the plane-bounded stages
-should be that: a fixed overhead plus a few planes). The extrapolation is to a production plane:
-12500^2 pixels and the visibility count of a VLASS PIMS (``PRODUCTION`` below says where it comes
-from); a cube is 16 such planes (one per spw), run as parallel mapped tasks.
+The fit, per stage and metric (``fit``): a power law ``a * pixels^b * visibilities^c`` (describes
+the growth) and the extrapolated model ``y0 + p * pixels + v * visibilities`` (non-negative least
+squares; no visibility term for the stages that read images only). The stages reading the
+cut-outs (analyzestokescubes, exportvlassdata, weblog) are fitted on the cut-out's pixels. The
+extrapolation (``production_per_plane``) is to a production plane, ``PRODUCTION`` below (where
+its figures come from is written there); a cube is 16 such planes, parallel mapped tasks.
+``targets`` checks the issue's two memory targets, ``defaults`` the memory per stage class that
+operators/settings.py and the chart's values take (headroom: REQUEST_HEADROOM, LIMIT_HEADROOM).
 
-Run the small sizes for a smoke check (``--sizes 256 512``): the fit from two sizes is noisy and
-the extrapolation from it is not a resource setting.
+Results are written after every point (a partial run keeps what it measured).
 """
 
 from __future__ import annotations
