@@ -350,8 +350,8 @@ def targets(points: list[dict]) -> dict:
                         "per_dumps": per_dumps,
                         "met": all(v["met"] for v in per_dumps.values())}
     return {"points": rows,
-            "makeimages_le_1.25_tclean_alone": all(r["makeimages_over_tclean"] <= 1.25 for r in rows),
-            "max_makeimages_over_tclean": max(r["makeimages_over_tclean"] for r in rows),
+            "makeimages_le_1.25_tclean_alone": all(r["makeimages_over_tclean"] <= 1.25 for r in rows) if rows else None,
+            "max_makeimages_over_tclean": max((r["makeimages_over_tclean"] for r in rows), default=None),
             "plane_bounded": post,
             "post_imaging_le_3_planes": all(v["met"] for v in post.values() if v["post_imaging"]) if post else None}
 
@@ -362,16 +362,47 @@ def targets(points: list[dict]) -> dict:
 REQUEST_HEADROOM, LIMIT_HEADROOM = 1.25, 1.5
 
 
-def defaults(fits: dict) -> dict:
-    """Memory requests and limits per stage class from the fit (classes from the stage registry)."""
+def cleaning_extra(points0: list[dict], points_n: list[dict]) -> dict | None:
+    """What cleaning (a run with niter > 0) adds to vlass-makeimages over niter 0 at the same image
+    size and visibility count: peak RSS ``e + k * pixels`` (with one size: all of it per pixel, the
+    pessimistic reading), and the CPU ratio."""
+    pairs = []
+    for q in points_n:
+        p = next((p for p in points0 if p["dumps"] == q["dumps"] and p["imsize"] == q["imsize"]), None)
+        if p is None:
+            continue
+        a, b = p["stages"]["vlass-makeimages"], q["stages"]["vlass-makeimages"]
+        pairs.append({"dumps": q["dumps"], "imsize": q["imsize"], "pixels": q["pixels"],
+                      "extra_rss_mb": round(b["peak_rss_mb"] - a["peak_rss_mb"], 1),
+                      "cpu_ratio": round(b["cpu_s"] / a["cpu_s"], 2)})
+    if not pairs:
+        return None
+    x = np.array([r["pixels"] for r in pairs], float)
+    y = np.array([r["extra_rss_mb"] for r in pairs], float)
+    if len(set(x)) > 1:
+        k, e = np.polyfit(x, y, 1)
+        if k < 0:
+            k, e = 0.0, float(y.max())
+    else:
+        k, e = float(y[0] / x[0]), 0.0
+    return {"pairs": pairs, "fixed_mb": round(float(e), 1), "bytes_per_pixel": round(float(k) * 2 ** 20, 1),
+            "production_extra_mib": round(float(e + k * PRODUCTION["pixels"])),
+            "note": "added to vlass-makeimages' niter-0 extrapolation in 'defaults'"}
+
+
+def defaults(fits: dict, cleaning: dict | None = None) -> dict:
+    """Memory requests and limits per stage class from the fit (classes from the stage registry);
+    vlass-makeimages' peak includes what cleaning adds (``cleaning_extra``) when it was measured."""
     import math
 
     from casaflow import registry
 
     specs = registry.load_all()
-    out = {"request_headroom": REQUEST_HEADROOM, "limit_headroom": LIMIT_HEADROOM}
+    out = {"request_headroom": REQUEST_HEADROOM, "limit_headroom": LIMIT_HEADROOM,
+           "cleaning_included": bool(cleaning)}
     for cls in ("light", "medium", "heavy"):
-        peaks = {st: round(f["peak_rss_mb"]["linear"]["production_per_plane"])
+        peaks = {st: round(f["peak_rss_mb"]["linear"]["production_per_plane"]
+                           + (cleaning["production_extra_mib"] if cleaning and st == "vlass-makeimages" else 0))
                  for st, f in fits.items() if st in specs and specs[st].resource_class == cls and "peak_rss_mb" in f}
         if not peaks:
             continue
@@ -420,6 +451,9 @@ def main(argv=None) -> int:
                     help="a previous result of this script: its points are kept and fitted with the new ones")
     ap.add_argument("--no-tclean-alone", action="store_true",
                     help="skip the tclean-alone reference run (it costs as much as vlass-makeimages)")
+    ap.add_argument("--cleaning", type=Path, default=None,
+                    help="a result of this script with niter > 0 at some of the same points: what cleaning "
+                         "adds to vlass-makeimages goes into the defaults")
     ap.add_argument("--refit", action="store_true",
                     help="only recompute the fit and the targets of --out from its points")
     args = ap.parse_args(argv)
@@ -427,7 +461,9 @@ def main(argv=None) -> int:
         result = json.loads(args.out.read_text())
         result["production"] = PRODUCTION
         result["fit"], result["targets"] = fit(result["points"]), targets(result["points"])
-        result["defaults"] = defaults(result["fit"])
+        if args.cleaning:
+            result["cleaning"] = cleaning_extra(result["points"], json.loads(args.cleaning.read_text())["points"])
+        result["defaults"] = defaults(result["fit"], result.get("cleaning"))
         _write(args.out, result)
         print(f"refitted {args.out}")
         return 0
@@ -470,7 +506,9 @@ def main(argv=None) -> int:
     result["machine"]["loadavg_at_end"] = _load()
     result["fit"] = fit(points)
     result["targets"] = targets(points)
-    result["defaults"] = defaults(result["fit"])
+    if args.cleaning:
+        result["cleaning"] = cleaning_extra(points, json.loads(args.cleaning.read_text())["points"])
+    result["defaults"] = defaults(result["fit"], result.get("cleaning"))
     result["finished"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     _write(args.out, result)
     print(f"wrote {args.out}")

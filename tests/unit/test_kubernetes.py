@@ -108,7 +108,7 @@ def test_every_worker_pod_validates_and_is_hardened(dagbag, dag_id):
         assert base["command"] == ["casa-worker"] and base["args"][1:3] == ["--workspace", base["args"][2]]
     heavy = [p for t, _, r, p in pods if r == "heavy"]
     # the heavy default (operators/settings.py, sized by bench/vlass_scaling.py)
-    assert all(p["spec"]["containers"][0]["resources"]["limits"]["memory"] == "54Gi" for p in heavy)
+    assert all(p["spec"]["containers"][0]["resources"]["limits"]["memory"] == "84Gi" for p in heavy)
 
 
 def test_resources_overridable_per_task(monkeypatch):
@@ -146,7 +146,7 @@ def test_pod_failure_classes(pod, expected):
 
 
 def test_oom_retry_raises_memory_with_cap(tmp_path, monkeypatch):
-    monkeypatch.setenv("CASAFLOW_MEMORY_RETRY_CAP", "100Gi")   # above one retry of the heavy default
+    monkeypatch.setenv("CASAFLOW_MEMORY_RETRY_CAP", "150Gi")   # above one retry of the heavy default
     op = CasaStageOperator(task_id="img", stage="vlass-makeimages", resource_class="heavy", workspace=str(tmp_path),
                            tag="spw2")
     limits = []
@@ -155,7 +155,7 @@ def test_oom_retry_raises_memory_with_cap(tmp_path, monkeypatch):
         limits.append(pod["spec"]["containers"][0]["resources"]["limits"]["memory"])
         res.record_oom_attempt(str(tmp_path), "vlass-makeimages", "spw2")   # that try was OOMKilled
         op.container_resources = res.requirements(Settings.from_env(), "heavy")
-    assert limits == ["54Gi", "82944Mi", "102400Mi"]    # x1.5 after one OOM = 81Gi; x2.25 = 121.5Gi capped at 100Gi
+    assert limits == ["84Gi", "129024Mi", "153600Mi"]    # x1.5 after one OOM = 126Gi; x2.25 = 189Gi capped at 150Gi
 
 
 def test_retry_decision_per_failure_class():
