@@ -22,14 +22,14 @@ RESOURCE_CLASSES = ("light", "medium", "heavy")
 # Requests/limits per stage class, for one production VLASS-SE-CUBE plane (12500^2 px of 0.6",
 # IQUV, ~9.4e7 visibilities per spw). Memory from bench/vlass_scaling.py's fit extrapolated to that
 # plane (bench/results/vlass_scaling.json "defaults", bench/results/README.md): the class's largest
-# stage, requests x1.25 and limits x1.5, whole GiB up. heavy = vlass-makeimages (tclean: ~35 GiB at
-# niter 0 plus ~20 GiB the deconvolution adds, ~56 GiB); medium = vlass-makermsimages (imdev, ~6 GiB);
+# stage, requests x1.25 and limits x1.5, whole GiB up. heavy = vlass-makeimages (tclean: ~34 GiB at
+# niter 0 plus ~20 GiB the deconvolution adds, ~55 GiB); medium = vlass-makermsimages (imdev, ~6 GiB);
 # light = vlass-exportvlassdata on the 6200^2 cut-out (~2.5 GiB; every other light stage < 1 GiB).
 # CPU is not from the fit (the bench runs one OpenMP thread on a shared 2-core machine): unchanged.
 DEFAULT_RESOURCES = {
     "light": {"requests": {"cpu": "500m", "memory": "4Gi"}, "limits": {"cpu": "1", "memory": "4Gi"}},
     "medium": {"requests": {"cpu": "1", "memory": "8Gi"}, "limits": {"cpu": "2", "memory": "10Gi"}},
-    "heavy": {"requests": {"cpu": "2", "memory": "70Gi"}, "limits": {"cpu": "4", "memory": "84Gi"}},
+    "heavy": {"requests": {"cpu": "2", "memory": "69Gi"}, "limits": {"cpu": "4", "memory": "83Gi"}},
 }
 
 

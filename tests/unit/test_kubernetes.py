@@ -108,7 +108,7 @@ def test_every_worker_pod_validates_and_is_hardened(dagbag, dag_id):
         assert base["command"] == ["casa-worker"] and base["args"][1:3] == ["--workspace", base["args"][2]]
     heavy = [p for t, _, r, p in pods if r == "heavy"]
     # the heavy default (operators/settings.py, sized by bench/vlass_scaling.py)
-    assert all(p["spec"]["containers"][0]["resources"]["limits"]["memory"] == "84Gi" for p in heavy)
+    assert all(p["spec"]["containers"][0]["resources"]["limits"]["memory"] == "83Gi" for p in heavy)
 
 
 def test_resources_overridable_per_task(monkeypatch):
@@ -155,7 +155,7 @@ def test_oom_retry_raises_memory_with_cap(tmp_path, monkeypatch):
         limits.append(pod["spec"]["containers"][0]["resources"]["limits"]["memory"])
         res.record_oom_attempt(str(tmp_path), "vlass-makeimages", "spw2")   # that try was OOMKilled
         op.container_resources = res.requirements(Settings.from_env(), "heavy")
-    assert limits == ["84Gi", "129024Mi", "153600Mi"]    # x1.5 after one OOM = 126Gi; x2.25 = 189Gi capped at 150Gi
+    assert limits == ["83Gi", "127488Mi", "153600Mi"]    # x1.5 after one OOM = 124.5Gi; x2.25 = 186.75Gi capped at 150Gi
 
 
 def test_retry_decision_per_failure_class():
