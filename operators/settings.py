@@ -19,11 +19,17 @@ QA_REVIEW_MODES = ("auto", "required", "never")
 QA_TIMEOUT_OUTCOMES = ("reject", "approve")
 RESOURCE_CLASSES = ("light", "medium", "heavy")
 
-# Requests/limits per stage class. Imaging (tclean on IQUV planes) is heavy; export is light.
+# Requests/limits per stage class, for one production VLASS-SE-CUBE plane (12500^2 px of 0.6",
+# IQUV, ~9.4e7 visibilities per spw). Memory from bench/vlass_scaling.py's fit extrapolated to that
+# plane (bench/results/vlass_scaling.json "defaults", bench/results/README.md): the class's largest
+# stage, requests x1.25 and limits x1.5, whole GiB up. heavy = vlass-makeimages (tclean: ~34 GiB at
+# niter 0 plus ~20 GiB the deconvolution adds, ~55 GiB); medium = vlass-makermsimages (imdev, ~6 GiB);
+# light = vlass-exportvlassdata on the 6200^2 cut-out (~2.5 GiB; every other light stage < 1 GiB).
+# CPU is not from the fit (the bench runs one OpenMP thread on a shared 2-core machine): unchanged.
 DEFAULT_RESOURCES = {
-    "light": {"requests": {"cpu": "500m", "memory": "1Gi"}, "limits": {"cpu": "1", "memory": "2Gi"}},
-    "medium": {"requests": {"cpu": "1", "memory": "4Gi"}, "limits": {"cpu": "2", "memory": "8Gi"}},
-    "heavy": {"requests": {"cpu": "2", "memory": "16Gi"}, "limits": {"cpu": "4", "memory": "32Gi"}},
+    "light": {"requests": {"cpu": "500m", "memory": "4Gi"}, "limits": {"cpu": "1", "memory": "4Gi"}},
+    "medium": {"requests": {"cpu": "1", "memory": "8Gi"}, "limits": {"cpu": "2", "memory": "10Gi"}},
+    "heavy": {"requests": {"cpu": "2", "memory": "69Gi"}, "limits": {"cpu": "4", "memory": "83Gi"}},
 }
 
 
@@ -96,7 +102,7 @@ class Settings:
     affinity: dict = field(default_factory=dict)
     active_deadline_seconds: int = 6 * 3600
     memory_retry_factor: float = 1.5
-    memory_retry_cap: str = "64Gi"
+    memory_retry_cap: str = "128Gi"     # >= 1.5 x the heavy limit: one OOM retry has room
     run_as_user: int = 10001
     # Where a run's inputs may come from: absolute local roots and s3://bucket[/prefix] entries
     # (CASAFLOW_ALLOWED_INPUTS, a comma list). Empty: no input is allowed. See hooks/inputs.py.
