@@ -223,8 +223,10 @@ def main() -> int:
     samples = [{"sha256_mb_s": sha256_throughput(), "read": sequential_read(src), "load": load()}]
     print("machine limits (before)", samples[0], flush=True)
     port = free_port()
+    moto_log = Path(args.workdir) / "moto_server.log"       # kept: a failed S3 run is explained there
+    moto_log.parent.mkdir(parents=True, exist_ok=True)
     moto = subprocess.Popen([str(Path(sys.executable).with_name("moto_server")), "-H", "127.0.0.1", "-p", str(port)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                            stdout=subprocess.DEVNULL, stderr=open(moto_log, "wb"))
     endpoint = f"http://127.0.0.1:{port}"
     try:
         import boto3
