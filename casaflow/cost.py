@@ -7,7 +7,10 @@ A stage's cost (in its ``result.json`` under ``cost``):
   waited for (``getrusage(RUSAGE_SELF)`` + ``getrusage(RUSAGE_CHILDREN)``), during the stage. A
   child still running when the stage ends (none should be) is not counted.
 * ``peak_rss_bytes``: the larger of the worker process's own peak resident set (over the process's
-  whole life: the ``casa-worker`` process runs exactly one stage) and the peak of the *largest single*
+  whole life: the ``casa-worker`` process runs exactly one stage; on Linux ``VmHWM`` of
+  ``/proc/self/status``, because ``ru_maxrss`` of RUSAGE_SELF carries over the peak of the process
+  that forked it across ``exec``: an Airflow task process of 1 GB would make every stage it starts
+  look 1 GB large) and the peak of the *largest single*
   child: Linux reports ``ru_maxrss`` of RUSAGE_CHILDREN as the maximum over the children, not their
   sum, so two children of 1 GB each that ran together show as 1 GB. Both parts are kept
   (``peak_rss_self_bytes``, ``peak_rss_children_bytes``).
@@ -27,6 +30,18 @@ RESOURCE_CLASSES = ("light", "medium", "heavy")
 _MAXRSS_UNIT = 1 if sys.platform == "darwin" else 1024
 
 
+def own_peak_rss() -> int:
+    """This process image's own peak resident set in bytes (not inherited across exec)."""
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * _MAXRSS_UNIT
+
+
 class Meter:
     """Started when the stage starts; ``stop()`` returns the stage's cost."""
 
@@ -42,7 +57,7 @@ class Meter:
         kids = resource.getrusage(resource.RUSAGE_CHILDREN)
         user = (me.ru_utime - self._self0.ru_utime) + (kids.ru_utime - self._children0.ru_utime)
         system = (me.ru_stime - self._self0.ru_stime) + (kids.ru_stime - self._children0.ru_stime)
-        self_rss, kids_rss = me.ru_maxrss * _MAXRSS_UNIT, kids.ru_maxrss * _MAXRSS_UNIT
+        self_rss, kids_rss = own_peak_rss(), kids.ru_maxrss * _MAXRSS_UNIT
         return {"wall_seconds": round(wall, 3), "cpu_seconds": round(user + system, 3),
                 "cpu_user_seconds": round(user, 3), "cpu_system_seconds": round(system, 3),
                 "peak_rss_bytes": max(self_rss, kids_rss), "peak_rss_self_bytes": self_rss,

@@ -49,6 +49,17 @@ def test_cpu_and_memory_of_the_worker_and_its_child_are_measured(tmp_path):
     assert c["resource_class"] == "light"
 
 
+def test_a_large_launching_process_does_not_count_as_the_stage_s_memory(tmp_path):
+    """Started by a process holding 600 MiB (an Airflow task process, a pytest worker), the stage's
+    own peak is still its own: Linux's ru_maxrss would carry the launcher's over exec."""
+    code = ("import subprocess, sys; held = bytearray(600 << 20); held[::4096] = b'x' * len(held[::4096]); "
+            "sys.exit(subprocess.run(sys.argv[1:]).returncode)")
+    argv = [sys.executable, "-c", code, WORKER, "noop", "--workspace", str(tmp_path), "--param", "sleep=0.1"]
+    assert subprocess.run(argv, capture_output=True).returncode == 0
+    c = json.loads((tmp_path / "results" / "noop.json").read_text())["cost"]
+    assert 0 < c["peak_rss_self_bytes"] < 300 * MiB, c
+
+
 def test_sleeping_costs_wall_time_not_cpu(tmp_path):
     c = worker(tmp_path, "noop", "sleep=0.8")["cost"]
     assert c["wall_seconds"] >= 0.8
