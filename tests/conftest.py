@@ -56,6 +56,13 @@ TEST_ALLOWED_INPUTS = ",".join([str(_BASE), str(SHARED),
 os.environ["CASAFLOW_ALLOWED_INPUTS"] = TEST_ALLOWED_INPUTS
 os.environ["CASAFLOW_ENABLE_TEST_DAGS"] = "1"
 
+
+def pytest_configure(config):
+    """``--basetemp DIR`` moves the tmp_path directories: allow inputs from there too."""
+    base = config.getoption("basetemp", None)
+    if base:
+        os.environ["CASAFLOW_ALLOWED_INPUTS"] += "," + str(Path(base).resolve())
+
 # CASA uses every core by default; with several test workers running CASA side by side that
 # oversubscribes the cores (the platform notes measured it), so each worker gets its share.
 if "PYTEST_XDIST_WORKER_COUNT" in os.environ:
