@@ -77,7 +77,8 @@ def _markdown(context, s: dict, threshold: float, outcome: str, timeout_min: flo
         lines += ["**Why the score is below 1:**", ""] + [f"- {r}" for r in s["reasons"]] + [""]
     for label, items in (("Failed stages", s["failed_stages"]), ("Failed spw groups (planes)", s["failed_planes"]),
                          ("Rejected planes", s["rejected_planes"])):
-        lines.append(f"**{label}:** {', '.join(f'`{i}`' for i in items) if items else 'none'}")
+        # a list item each: Markdown joins plain consecutive lines into one paragraph
+        lines.append(f"- **{label}:** {', '.join(f'`{i}`' for i in items) if items else 'none'}")
     lines += ["", f"**Weblog:** `{s['weblog'] or 'none rendered'}`", "",
               f"Approve to deliver; Reject (with a reason) to stop the delivery. Without a response within "
               f"{timeout_min:g} minutes the outcome is **{outcome}**."]

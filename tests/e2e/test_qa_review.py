@@ -70,6 +70,9 @@ def test_approve_delivers_and_the_weblog_says_who_approved(review):
     assert "Run QA score: **0.95** (threshold 0.66)" in detail["body"]
     assert str(workspace(r, "approve") / "weblog" / "index.html") in detail["body"]
     assert "the outcome is **reject**" in detail["body"]
+    # each summary line its own list item (plain consecutive lines run together in the UI)
+    assert "\n- **Failed stages:** none\n- **Failed spw groups (planes):** none\n- **Rejected planes:** none\n" \
+        in detail["body"]
     assert delivered(r, "rv-approve").exists() is False            # nothing goes out before the decision
     status, body = api.patch(HITL.format(dag=DAG, run="rv-approve"),
                              {"chosen_options": ["Approve"], "params_input": {"reason": "checked the images"}})
