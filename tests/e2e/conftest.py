@@ -97,15 +97,21 @@ def built_once(name: str, stage: str, *params: str) -> dict:
         return json.loads(result.read_text())
 
 
-@pytest.fixture(scope="session")
-def vlass_tiny():
-    """The tiny VLASS preset: PIMS, reimaging_resources.tgz, parameter lists and truth.json."""
-    built_once("sim-vlass", "simulate-vlass", "preset=tiny")
-    out = SHARED / "sim-vlass" / "input"
+def vlass_dataset(name: str, preset: str) -> dict:
+    """A simulated VLASS preset, built once per test session: PIMS, reimaging_resources.tgz,
+    parameter lists and truth.json."""
+    built_once(name, "simulate-vlass", f"preset={preset}")
+    out = SHARED / name / "input"
     truth = json.loads((out / "truth.json").read_text())
     return {"dir": out, "truth": truth, "pims": out / truth["pims"],
             "resources": out / "reimaging_resources.tgz", "seip": out / "SEIP_parameter.list",
             "ccip": out / "CCIP_parameter.list"}
+
+
+@pytest.fixture(scope="session")
+def vlass_tiny():
+    """The tiny VLASS preset."""
+    return vlass_dataset("sim-vlass", "tiny")
 
 
 @pytest.fixture(scope="session")

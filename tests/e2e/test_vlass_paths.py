@@ -17,8 +17,7 @@ import numpy as np
 import pytest
 from astropy.io import fits
 
-from ..conftest import SHARED
-from .conftest import built_once, run_worker
+from .conftest import run_worker, vlass_dataset
 
 pytestmark = [pytest.mark.casa, pytest.mark.e2e]
 
@@ -27,10 +26,7 @@ OUS = "uid___A001_X1_Xpaths"
 
 @pytest.fixture(scope="module")
 def vlass_paths():
-    built_once("sim-vlass-paths", "simulate-vlass", "preset=paths")
-    out = SHARED / "sim-vlass-paths" / "input"
-    truth = json.loads((out / "truth.json").read_text())
-    return {"dir": out, "truth": truth, "pims": out / truth["pims"]}
+    return vlass_dataset("sim-vlass-paths", "paths")
 
 
 def _ok(*args):
