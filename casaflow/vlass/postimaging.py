@@ -42,7 +42,7 @@ def rms_image(casa, image: str) -> str:
     over the IQUV cube), one Stokes ~2 planes. Each Stokes is cut out (imsubimage, streamed: imdev's
     ``stokes=`` selection cannot anchor Q, U or V at the reference pixel, whose world Stokes is I),
     imdev'd, and the planes are joined along the Stokes axis by ``ia.imageconcat`` into one image.
-    Pixels, mask, units, beam and coordinates are those of imdev over the whole cube
+    Pixels, mask, units, beam, keywords and coordinates are those of imdev over the whole cube
     (tests/e2e/test_vlass_memory.py compares them)."""
     src = f"{base_of(image)}.image.pbcor.tt0"
     out = f"{src}.rms"
@@ -59,9 +59,13 @@ def rms_image(casa, image: str) -> str:
     if len(parts) == 1:
         Path(parts[0]).rename(out)
     else:
+        with images.opened(casa, parts[0]) as ia:
+            info = ia.miscinfo()
         ia = casa.tool("image")
         try:
-            ia.imageconcat(outfile=out, infiles=parts, axis=2, relax=True, overwrite=True).done()
+            joined = ia.imageconcat(outfile=out, infiles=parts, axis=2, relax=True, overwrite=True)
+            joined.setmiscinfo(info)     # imageconcat merges the parts' keywords as KEY, KEY_1, KEY_2 ...
+            joined.done()
         finally:
             ia.close()
     images.remove(f"{out}.scratch-*")

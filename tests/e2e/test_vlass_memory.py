@@ -32,18 +32,34 @@ def _casa(ws: Path):
 
 
 def make(ws: Path, n: int) -> None:
-    """it<n>.{image,pb,residual}.tt0 as IQUV [n, n, 4, 1] images, written one plane at a time."""
+    """it<n>.{image,pb,residual}.tt0 as IQUV [n, n, 4, 1] images, written one plane at a time, and
+    it<n>.image.pbcor.tt0 with VLASS's 4.5" cells, a beam and units (what vlass-makermsimages reads)."""
     casa = _casa(ws)
     rng = np.random.default_rng(n)
     yy, xx = np.mgrid[0:n, 0:n]
     pb = np.exp(-((xx - n / 2) ** 2 + (yy - n / 2) ** 2) / (2 * (n / 4) ** 2))
-    for kind in ("image", "pb", "residual"):
+    for kind in ("image", "pb", "residual", "image.pbcor"):
         ia = casa.tool("image")
-        ia.fromshape(str(ws / f"it{n}.{kind}.tt0"), [n, n, 4, 1], overwrite=True)
+        cs = casa.tools.coordsys().newcoordsys(direction=True, stokes=["I", "Q", "U", "V"], spectral=True)
+        cs.setincrement(value=["-4.5arcsec", "4.5arcsec"], type="direction")
+        cs.setreferencepixel([n // 2, n // 2, 0, 0])
+        ia.fromshape(str(ws / f"it{n}.{kind}.tt0"), [n, n, 4, 1], csys=cs.torecord(), overwrite=True)
         for k in range(4):
             plane = pb if kind == "pb" else rng.normal(0.0, 1.0 + k, (n, n))
             ia.putchunk(plane.reshape(n, n, 1, 1), blc=[0, 0, k, 0])
+        if kind == "image.pbcor":
+            ia.setbrightnessunit("Jy/beam")
+            ia.setrestoringbeam(major="5.5arcsec", minor="4.5arcsec", pa="30deg")
+            ia.setmiscinfo({"VLASSTN": "T23t09"})
         ia.close()
+
+
+def whole_cube_imdev(ws: Path, n: int) -> None:
+    """The reference's call: imdev over the whole IQUV image at once (8-10 planes of memory)."""
+    from casaflow.vlass import postimaging
+
+    _casa(ws).task("imdev", imagename=str(ws / f"it{n}.image.pbcor.tt0"), outfile=str(ws / f"whole{n}.rms"),
+                   **postimaging.IMDEV)
 
 
 def probe(ws: Path, what: str, n: int) -> dict:
@@ -56,12 +72,15 @@ def probe(ws: Path, what: str, n: int) -> dict:
     run = {"keywords": lambda s: makeimages._keywords(casa, str(ws / f"it{s}"), target, 3, 1, 0.1),
            "rms_statistics": lambda s: postimaging.rms_statistics(casa, str(ws / f"it{s}.residual.tt0")),
            "thumbnail": lambda s: [images.thumbnail(casa, str(ws / f"it{s}.image.tt0"), stokes=k, max_pixels=300)
-                                   for k in range(4)]}[what]
+                                   for k in range(4)],
+           "rms_image": lambda s: postimaging.rms_image(casa, str(ws / f"it{s}.image.tt0"))}[what]
     out = run(64)                       # warm-up: libraries loaded, caches made
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     out = run(n)
     after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     if what == "rms_statistics":
+        result = out
+    elif what == "rms_image":
         result = out
     elif what == "keywords":
         result = {k: out[k] for k in ("datamin", "datamax", "datarms")}
@@ -123,6 +142,38 @@ def test_rms_statistics_stream_through_casa(images_dir):
         assert stats[label]["max"] > 4 * (1 + k) and stats[label]["min"] < -4 * (1 + k)
 
 
+def _image(path: str) -> dict:
+    from casaflow.casaenv import import_casa
+
+    ia = import_casa()[0].image()
+    ia.open(path)
+    try:
+        cs = ia.coordsys()
+        return {"pixels": ia.getchunk(), "mask": ia.getchunk(getmask=True), "unit": ia.brightnessunit(),
+                "beam": ia.restoringbeam(), "miscinfo": ia.miscinfo(), "shape": list(ia.shape()),
+                "coords": str(cs.torecord())}
+    finally:
+        ia.close()
+
+
+def test_rms_image_holds_at_most_three_planes_and_equals_imdev_of_the_cube(images_dir):
+    n = 2048
+    got = _run(images_dir, "probe", "rms_image", str(n))
+    image_plane = n * n * 4            # float32, one Stokes
+    assert got["delta"] <= 3 * image_plane + FIXED_OVERHEAD, got["delta"] / MB
+    _run(images_dir, "whole", str(n))
+    ours, reference = _image(got["result"]), _image(str(images_dir / f"whole{n}.rms"))
+    assert ours["shape"] == reference["shape"] == [n, n, 4, 1]
+    np.testing.assert_array_equal(ours["pixels"], reference["pixels"])
+    np.testing.assert_array_equal(ours["mask"], reference["mask"])
+    for key in ("unit", "beam", "miscinfo", "coords"):
+        assert ours[key] == reference[key], key
+    # and it is an rms: Stokes k of the input has sigma 1 + k
+    for k in range(4):
+        assert float(np.median(ours["pixels"][:, :, k, 0])) == pytest.approx(1.0 + k, rel=0.05)
+    assert not list(images_dir.glob(f"it{n}.image.pbcor.tt0.rms.scratch*"))
+
+
 def test_thumbnails_do_not_grow_with_the_image(images_dir):
     small, big = (_run(images_dir, "probe", "thumbnail", str(n)) for n in (1024, 2048))
     assert big["result"] == [[293, 293]] * 4 and small["result"] == [[256, 256]] * 4
@@ -140,5 +191,8 @@ if __name__ == "__main__":
         for size in rest[:-1]:
             make(ws, int(size))
         print(json.dumps({"made": rest[:-1]}))
+    elif cmd == "whole":
+        whole_cube_imdev(ws, int(rest[0]))
+        print(json.dumps({"made": f"whole{rest[0]}.rms"}))
     else:
         print(json.dumps(probe(ws, rest[0], int(rest[1]))))
