@@ -98,6 +98,54 @@ def common_beam(casa, cubes: list[str]) -> dict:
     return beam
 
 
+def _smooth_regrid_stokes(casa, cube: str, label: str, target: dict, crval_rad: tuple, out: str) -> None:
+    """One Stokes of ``cube`` smoothed to ``target`` (convolve2d, targetres), its reference moved to
+    the position-corrected CRVAL, and regridded back onto the plane's own pixel grid."""
+    sub, smooth = f"{out}.in", f"{out}.smooth"
+    casa.task("imsubimage", imagename=cube, outfile=sub, stokes=label, dropdeg=False, overwrite=True)
+    ia = casa.tool("image")
+    ia.open(sub)
+    orig_cs = ia.coordsys()
+    shape = ia.shape()
+    sm = ia.convolve2d(outfile=smooth, major=target["major"], minor=target["minor"], pa=target["positionangle"],
+                       targetres=True, overwrite=True)
+    ia.close()
+    cs = sm.coordsys()
+    ref = cs.referencevalue(format="n")
+    ref["numeric"][0], ref["numeric"][1] = crval_rad
+    cs.setreferencevalue(value=ref["numeric"])
+    sm.setcoordsys(cs.torecord())
+    sm.regrid(outfile=out, csys=orig_cs.torecord(), shape=shape, axes=[0, 1], overwrite=True).done()
+    sm.done()
+    images.remove(sub)
+    images.remove(smooth)
+
+
+def _com_cubes(casa, cube: str, target: dict, crval_rad: tuple) -> dict[str, str]:
+    """The smoothed, regridded IQU and V images of one plane, made one Stokes at a time: CASA's
+    convolve2d holds ~7 planes of the plane it convolves (an FFT), so over the IQUV cube at once it
+    held ~13 (bench/vlass_scaling). I, Q and U are joined along the Stokes axis (ia.imageconcat)."""
+    parts = {}
+    for label in images.stokes_labels(casa, cube):
+        parts[label] = f"{cube}.com.part-{label}"
+        _smooth_regrid_stokes(casa, cube, label, target, crval_rad, parts[label])
+    out = {"IQU": f"{cube}.com.IQU", "V": f"{cube}.com.V"}
+    Path(parts["V"]).rename(out["V"])
+    with images.opened(casa, parts["I"]) as ia:
+        info = ia.miscinfo()
+    ia = casa.tool("image")
+    try:
+        joined = ia.imageconcat(outfile=out["IQU"], infiles=[parts[s] for s in "IQU"], axis=2, relax=True,
+                                overwrite=True)
+        joined.setmiscinfo(info)     # imageconcat merges the parts' keywords as KEY, KEY_1, KEY_2 ...
+        joined.done()
+    finally:
+        ia.close()
+    for s in "IQU":
+        images.remove(parts[s])
+    return out
+
+
 def com_images(casa, plane_outputs: list[dict], products: Path, obs: dict) -> tuple[list[str], list[str]]:
     """The common-beam ``.com`` FITS set (pbcor images only, rejected planes included). Like the
     per-plane FITS they carry the cut-out's VLASSPK/VLASSRMS, the header fix and the keyword
@@ -112,29 +160,11 @@ def com_images(casa, plane_outputs: list[dict], products: Path, obs: dict) -> tu
         try:
             from astropy.io import fits
 
-            smooth, regridded = f"{cube}.com.smooth", f"{cube}.com.regrid"
-            images.remove(smooth)
-            images.remove(regridded)
-            ia = casa.tool("image")
-            ia.open(cube)
-            orig_cs = ia.coordsys()
-            shape = ia.shape()
-            sm = ia.convolve2d(outfile=smooth, major=target["major"], minor=target["minor"],
-                               pa=target["positionangle"], targetres=True, overwrite=True)
-            ia.close()
+            images.remove(f"{cube}.com.*")
             hdr = fits.getheader(iqu_fits)
-            cs = sm.coordsys()
-            ref = cs.referencevalue(format="n")
-            ref["numeric"][0], ref["numeric"][1] = math.radians(hdr["CRVAL1"]), math.radians(hdr["CRVAL2"])
-            cs.setreferencevalue(value=ref["numeric"])
-            sm.setcoordsys(cs.torecord())
-            rg = sm.regrid(outfile=regridded, csys=orig_cs.torecord(), shape=shape, axes=[0, 1], overwrite=True)
-            sm.done()
-            rg.done()
+            subs = _com_cubes(casa, cube, target, (math.radians(hdr["CRVAL1"]), math.radians(hdr["CRVAL2"])))
             for stokes in ("IQU", "V"):
-                sub = f"{cube}.com.{stokes}"
-                images.remove(sub)
-                casa.task("imsubimage", imagename=regridded, outfile=sub, stokes=stokes, dropdeg=False)
+                sub = subs[stokes]
                 b = images.beam_of(casa, sub)
                 ia = casa.tool("image")
                 ia.open(sub)
@@ -150,9 +180,7 @@ def com_images(casa, plane_outputs: list[dict], products: Path, obs: dict) -> tu
                 fitsheader.header_fix(products / name, obs["start_mjd"], obs["end_mjd"])
                 fitsheader.keyword_comments(products / name)
                 made.append(name)
-                images.remove(sub)
-            images.remove(smooth)
-            images.remove(regridded)
+            images.remove(f"{cube}.com.*")
         except Exception as exc:  # one failed .com image does not stop the others (reference)
             warnings.append(f".com image for {cube} failed: {exc}")
             log.warning("%s", warnings[-1])
