@@ -112,6 +112,7 @@ def run_day(database: str, catalog: Path, home: Path, args) -> dict:
     """One catalog day on a fresh runtime in ``home`` with the given metadata database."""
     import socket
 
+    from casaflow import atomic
     from casaflow_ops import runtime
 
     with socket.socket() as sock:               # a free port (8793 is Airflow's own log server)
@@ -179,8 +180,8 @@ def run_day(database: str, catalog: Path, home: Path, args) -> dict:
                 slow_polls += 1
             progress.append([round(time.time() - t0, 1), done])
             if len(progress) % 30 == 0:      # what stands every ~5 min, if the session ends first
-                partial.write_text(json.dumps({"database": database, "progress": progress,
-                                               "longest_api_request_seconds": round(peak["api_seconds"], 2)}))
+                atomic.write_text(partial, json.dumps({"database": database, "progress": progress,
+                                                       "longest_api_request_seconds": round(peak["api_seconds"], 2)}))
             if state in ("success", "failed"):
                 break
             time.sleep(10)
