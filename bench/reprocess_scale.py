@@ -110,15 +110,10 @@ def write_catalog(work: Path, n: int) -> Path:
 
 def run_day(database: str, catalog: Path, home: Path, args) -> dict:
     """One catalog day on a fresh runtime in ``home`` with the given metadata database."""
-    import socket
-
     from casaflow import atomic
     from casaflow_ops import runtime
 
-    with socket.socket() as sock:               # a free port (8793 is Airflow's own log server)
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    rt = runtime.create(home=home, port=port, database=database)
+    rt = runtime.create(home=home, port=runtime.free_port(), database=database)
     api = runtime.Api(rt)
     peak = {"rss": 0, "own": 0, "pg": 0, "api_seconds": 0.0, "api_requests": 0}
     stop = threading.Event()

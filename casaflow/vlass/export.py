@@ -124,23 +124,14 @@ def _smooth_regrid_stokes(casa, cube: str, label: str, target: dict, crval_rad: 
 def _com_cubes(casa, cube: str, target: dict, crval_rad: tuple) -> dict[str, str]:
     """The smoothed, regridded IQU and V images of one plane, made one Stokes at a time: CASA's
     convolve2d holds ~7 planes of the plane it convolves (an FFT), so over the IQUV cube at once it
-    held ~13 (bench/vlass_scaling). I, Q and U are joined along the Stokes axis (ia.imageconcat)."""
+    held ~13 (bench/vlass_scaling). I, Q and U are joined along the Stokes axis (images.join_stokes)."""
     parts = {}
     for label in images.stokes_labels(casa, cube):
         parts[label] = f"{cube}.com.part-{label}"
         _smooth_regrid_stokes(casa, cube, label, target, crval_rad, parts[label])
     out = {"IQU": f"{cube}.com.IQU", "V": f"{cube}.com.V"}
     Path(parts["V"]).rename(out["V"])
-    with images.opened(casa, parts["I"]) as ia:
-        info = ia.miscinfo()
-    ia = casa.tool("image")
-    try:
-        joined = ia.imageconcat(outfile=out["IQU"], infiles=[parts[s] for s in "IQU"], axis=2, relax=True,
-                                overwrite=True)
-        joined.setmiscinfo(info)     # imageconcat merges the parts' keywords as KEY, KEY_1, KEY_2 ...
-        joined.done()
-    finally:
-        ia.close()
+    images.join_stokes(casa, [parts[s] for s in "IQU"], out["IQU"])
     for s in "IQU":
         images.remove(parts[s])
     return out

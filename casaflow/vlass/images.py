@@ -99,6 +99,21 @@ def stokes_labels(casa, name: str) -> str:
         return labels
 
 
+def join_stokes(casa, parts: list[str], out: str) -> None:
+    """Single-Stokes images joined along the Stokes axis (axis 2) into ``out`` by CASA's
+    ``ia.imageconcat`` (streamed), with the first part's keywords: imageconcat merges the parts'
+    keywords as KEY, KEY_1, KEY_2 ..."""
+    with opened(casa, parts[0]) as ia:
+        info = ia.miscinfo()
+    ia = casa.tool("image")
+    try:
+        joined = ia.imageconcat(outfile=out, infiles=parts, axis=2, relax=True, overwrite=True)
+        joined.setmiscinfo(info)
+        joined.done()
+    finally:
+        ia.close()
+
+
 def _plane_box(shape, stokes: int, chan: int) -> tuple[list[int], list[int]]:
     blc = [0, 0] + [0] * (len(shape) - 2)
     trc = [int(shape[0]) - 1, int(shape[1]) - 1] + [0] * (len(shape) - 2)

@@ -41,7 +41,7 @@ def rms_image(casa, image: str) -> str:
     Stokes at a time: imdev holds ~8 planes of its input at once (bench/vlass_scaling: 9.8 planes
     over the IQUV cube), one Stokes ~2 planes. Each Stokes is cut out (imsubimage, streamed: imdev's
     ``stokes=`` selection cannot anchor Q, U or V at the reference pixel, whose world Stokes is I),
-    imdev'd, and the planes are joined along the Stokes axis by ``ia.imageconcat`` into one image.
+    imdev'd, and the planes are joined along the Stokes axis (``images.join_stokes``).
     Pixels, mask, units, beam, keywords and coordinates are those of imdev over the whole cube
     (tests/e2e/test_vlass_memory.py compares them)."""
     src = f"{base_of(image)}.image.pbcor.tt0"
@@ -59,15 +59,7 @@ def rms_image(casa, image: str) -> str:
     if len(parts) == 1:
         Path(parts[0]).rename(out)
     else:
-        with images.opened(casa, parts[0]) as ia:
-            info = ia.miscinfo()
-        ia = casa.tool("image")
-        try:
-            joined = ia.imageconcat(outfile=out, infiles=parts, axis=2, relax=True, overwrite=True)
-            joined.setmiscinfo(info)     # imageconcat merges the parts' keywords as KEY, KEY_1, KEY_2 ...
-            joined.done()
-        finally:
-            ia.close()
+        images.join_stokes(casa, parts, out)
     images.remove(f"{out}.scratch-*")
     return out
 
