@@ -39,6 +39,7 @@ log = logging.getLogger("casaflow.reprocess")
 BATCH_SIZE = 1000          # below Airflow's max_map_length (1024)
 MAX_BATCHES = 10           # so one day holds at most 10,000 datasets; more is refused, loudly
 WORKFLOW_IDS = ["vlass_se_cube", "alma_exportdata", "casaflow_noop"]
+TRIGGER_PRIORITY = 0       # the scheduler's priority of the trigger tasks: below every workflow task
 
 with DAG(
     dag_id="reprocess_catalog",
@@ -139,9 +140,13 @@ with DAG(
         # day's throughput is unchanged.
         if previous is not None:
             previous >> batch
+        # Below every workflow task (their weights are >= 1): the scheduler queues by priority, so
+        # the runs already triggered take the slots first and deliveries start with the first batch.
+        # At the default (downstream) weight a trigger outranked them, and on a 2000-dataset day
+        # every trigger ran before any dataset's task: the first delivery came after 33 min.
         trigger = TriggerDagRunOperator.partial(
             task_id=f"trigger_{k}", logical_date=None, wait_for_completion=False,
-            map_index_template="{{ task.trigger_run_id }}",
+            map_index_template="{{ task.trigger_run_id }}", weight_rule="absolute", priority_weight=TRIGGER_PRIORITY,
         ).expand_kwargs(batch)
         # all_done: a run whose trigger failed is never created and is reported as such; the
         # others are still waited for, so the report never judges a run that is still going.
