@@ -138,7 +138,8 @@ class LocalStore:
 
     # -- conditional operations (leases and the manifest commit; small objects only) --------
     # The "ETag" of a local object is the SHA-256 of its bytes; compare-and-swap runs under an
-    # exclusive flock on a hidden lock file beside the object, so it is atomic between processes.
+    # exclusive flock on the object's directory, so it is atomic between processes and leaves no
+    # lock file in a delivered prefix.
     def read_tagged(self, key: str) -> tuple[bytes, str] | None:
         path = self._target(key)
         try:
@@ -151,7 +152,8 @@ class LocalStore:
         import fcntl
 
         target = self._target(key)
-        with open(target.with_name(f".{target.name}.cas-lock"), "a") as lock:
+        lock = os.open(target.parent, os.O_RDONLY | os.O_DIRECTORY)
+        try:
             fcntl.flock(lock, fcntl.LOCK_EX)
             current = self.read_tagged(key)
             if if_none_match and current is not None:
@@ -159,6 +161,8 @@ class LocalStore:
             if if_match is not None and (current is None or current[1] != if_match):
                 raise PreconditionFailed(f"{self.url(key)} changed (or vanished) since it was read")
             return change()
+        finally:
+            os.close(lock)          # releases the lock
 
     def put_if(self, key: str, data: bytes, *, if_match: str | None = None, if_none_match: bool = False,
                media_type: str = "") -> str:

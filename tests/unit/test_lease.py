@@ -194,6 +194,8 @@ def test_redelivery_with_one_product_fewer(store, tmp_path):
     for e in entries:
         assert hashlib.sha256(st.read(f"{prefix}/{e.key}")).hexdigest() == e.sha256
     assert st.read_tagged(lease_key(base, "ds"))[0].startswith(b"{")   # the lease lives outside the prefix
+    if isinstance(st, LocalStore):      # on disk too: no lock or partial file left in the delivery
+        assert sorted(os.listdir(st.root / prefix)) == ["a.fits", "c.fits", "delivery_manifest.xml"]
 
 
 def test_superseded_writer_cannot_commit_over_a_newer_delivery(store, tmp_path):
