@@ -34,7 +34,6 @@ import json
 import os
 import platform
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -45,6 +44,8 @@ from types import SimpleNamespace
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
+
+from casaflow_ops.runtime import free_port  # noqa: E402  (after the path)
 
 PART_MIB = 16
 CONCURRENCY = 4
@@ -197,12 +198,6 @@ def run_child(kind: str, backend: str, src: Path, dest: str, endpoint: str | Non
     res = json.loads(out.strip().splitlines()[-1])
     res["extra_disk_bytes"] = peak[0]
     return res
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def main() -> int:

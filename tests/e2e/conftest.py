@@ -9,22 +9,17 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import json
-import socket
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+from casaflow_ops.runtime import free_port
+
 from ..conftest import SHARED
 
 WORKER = str(Path(sys.executable).with_name("casa-worker"))
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @contextlib.contextmanager

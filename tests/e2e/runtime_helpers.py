@@ -3,18 +3,13 @@ for the QA review and asset tests."""
 
 from __future__ import annotations
 
-import socket
 import time
 from contextlib import contextmanager
 from pathlib import Path
 
+from casaflow_ops.runtime import free_port
+
 TEST_DAGS = Path(__file__).resolve().parent.parent / "dags"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @contextmanager

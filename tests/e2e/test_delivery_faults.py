@@ -21,6 +21,8 @@ from pathlib import Path
 
 import pytest
 
+from casaflow_ops.runtime import free_port
+
 pytestmark = pytest.mark.e2e
 
 REPO = Path(__file__).resolve().parents[2]
@@ -105,12 +107,6 @@ def outcome(proc: subprocess.Popen, timeout: float = 300) -> dict:
 
 
 # -- moto's server as a process we can stop ------------------------------------------------------
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 class MotoProcess:
     def __init__(self):
         self.port = free_port()
