@@ -195,7 +195,7 @@ def test_helm_lint_strict():
 
 
 @pytest.mark.parametrize("values", [None, "custom"])
-def test_chart_renders_valid_manifests(tmp_path, values):
+def test_chart_renders_valid_manifests(tmp_path, values, monkeypatch):
     vf = None
     if values:
         vf = tmp_path / "v.yaml"
@@ -204,7 +204,8 @@ def test_chart_renders_valid_manifests(tmp_path, values):
                                                          "storageClassName": "cephfs", "size": "2Ti"},
             "products": {"destination": "s3://archive/vlass"}, "janitor": {"enabled": False},
             "nodeSelector": {"casaflow/imaging": "true"},
-            "tolerations": [{"key": "imaging", "operator": "Exists", "effect": "NoSchedule"}]}))
+            "tolerations": [{"key": "imaging", "operator": "Exists", "effect": "NoSchedule"}],
+            "inputs": {"allowed": ["/data/ws/inputs", "s3://archive-raw/vlass"]}}))
     docs = rendered(vf)
     kinds = sorted(d["kind"] for d in docs)
     expected = ["ConfigMap", "ConfigMap", "PersistentVolumeClaim", "Role", "RoleBinding", "ServiceAccount",
@@ -226,6 +227,9 @@ def test_chart_renders_valid_manifests(tmp_path, values):
     cm = next(d for d in docs if d["kind"] == "ConfigMap")["data"]
     assert cm["CASAFLOW_WORKSPACE_ROOT"] == ("/data/ws" if values else "/casaflow/workspaces")
     assert "secret" not in " ".join(cm).lower()
+    # The settings read back as the deployment's allowed inputs; by default none (every input refused).
+    monkeypatch.setenv("CASAFLOW_ALLOWED_INPUTS", cm["CASAFLOW_ALLOWED_INPUTS"])
+    assert Settings.from_env().allowed_inputs == (("/data/ws/inputs", "s3://archive-raw/vlass") if values else ())
     assert json.loads(cm["CASAFLOW_POOLS"]) == {"light": "casaflow-light", "medium": "casaflow-medium",
                                                  "heavy": "casaflow-imaging"}
     pools = json.loads(next(d for d in docs if d["metadata"]["name"] == "cf-pools")["data"]["pools.json"])
@@ -268,6 +272,10 @@ def test_chart_schema_rejects_bad_values(tmp_path):
     assert proc.returncode != 0 and "cpu" in proc.stderr
     proc = helm_run("template", "cf", str(CHART), "--set", "executionMode=cloud", check=False)
     assert proc.returncode != 0 and "executionMode" in proc.stderr
+    for entry in ("data/raw", "/a,/b"):      # relative, or two entries in one: refused by the schema
+        bad.write_text(yaml.safe_dump({"inputs": {"allowed": [entry]}}))
+        proc = helm_run("template", "cf", str(CHART), "-f", str(bad), check=False)
+        assert proc.returncode != 0 and "/inputs/allowed/0" in proc.stderr, proc.stderr
 
 
 # -- the image ------------------------------------------------------------------------------------
