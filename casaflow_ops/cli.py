@@ -70,13 +70,22 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.cmd == "demo":
         from . import demo
+        from .runtime import RuntimeInUse
 
-        return demo.main(args.preset, args.port, args.s3, args.stop, args.workflow)
+        try:
+            return demo.main(args.preset, args.port, args.s3, args.stop, args.workflow)
+        except RuntimeInUse as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
     if args.cmd == "runtime":
         from . import runtime
 
         if args.action == "up":
-            rt = runtime.create(port=args.port, with_s3=args.s3, s3_port=args.s3_port, database=args.database)
+            try:
+                rt = runtime.create(port=args.port, with_s3=args.s3, s3_port=args.s3_port, database=args.database)
+            except runtime.RuntimeInUse as exc:
+                print(f"error: {exc}", file=sys.stderr)
+                return 2
             rt.up()
             print(f"Airflow: {rt.url}  login: {rt.user} / {rt.password}")
             print(f"products go to: {rt.products}")

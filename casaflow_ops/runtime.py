@@ -293,6 +293,10 @@ def default_home() -> Path:
     return Path(os.environ.get("CASAFLOW_RUNTIME_DIR", REPO / ".casaflow" / "runtime"))
 
 
+class RuntimeInUse(RuntimeError):
+    """The runtime is up, and the change asked for would need a restart."""
+
+
 def create(home: Path | None = None, port: int = 8080, with_s3: bool = False, s3_port: int = 9000,
            extra_dags: Path | None = None, database: str = "sqlite") -> Runtime:
     """``extra_dags``: a DAG folder parsed beside the repository's dags/ (the tests' DAGs);
@@ -303,6 +307,11 @@ def create(home: Path | None = None, port: int = 8080, with_s3: bool = False, s3
     if (home / "runtime.json").exists():
         rt = Runtime.load(home)
         if with_s3 and not rt.s3_port:
+            running = [n for n in COMPONENTS if rt.pid(n)]
+            if running:     # its components keep their environment: the push would stay local
+                raise RuntimeInUse(f"the runtime in {home} is up with products in {rt.products} "
+                                   f"({', '.join(running)} running): stop it first (casaflow runtime down) "
+                                   "to switch it to S3")
             rt.s3_port = s3_port
             rt.products = f"s3://{S3_BUCKET}/deliveries"
         rt.save()
