@@ -254,6 +254,19 @@ def _basename(value, what: str) -> str:
     return paths.relative_name(name, what, single=True) if name else name
 
 
+def _table_path(value, what: str) -> str:
+    """A caltable named in a log, relative to the working directory: an absolute path (the run's
+    own working directory, elsewhere) becomes its file name; a relative one keeps its directories,
+    as hif_selfcal's tables under ``sc_workdir_<field>_<band>/`` ('..' refused, casaflow.paths)."""
+    text = str(value)
+    if text.startswith("/"):
+        return _basename(text, what)
+    norm = paths.relative_name(text, what)
+    if norm == ".":
+        raise paths.PathEscapeError(f"{what}: {text!r} names the working directory itself, not a caltable")
+    return norm
+
+
 def parse_applycal_calls(log_path: Path) -> list[ApplyCall]:
     """Every ``applycal(...)`` line of a casa_commands.log, parsed without evaluating code."""
     if not log_path.is_file():
@@ -278,7 +291,7 @@ def parse_applycal_calls(log_path: Path) -> list[ApplyCall]:
             vis=_basename(kwargs["vis"], f"{log_path.name} line {n}: vis"), field=str(kwargs.get("field", "")),
             intent=str(kwargs.get("intent", "")), spw=str(kwargs.get("spw", "")),
             antenna=str(kwargs.get("antenna", "")),
-            gaintable=[_basename(t, f"{log_path.name} line {n}: gaintable") for t in as_list(kwargs.get("gaintable"))],
+            gaintable=[_table_path(t, f"{log_path.name} line {n}: gaintable") for t in as_list(kwargs.get("gaintable"))],
             gainfield=as_list(kwargs.get("gainfield")), spwmap=as_list(kwargs.get("spwmap")),
             interp=as_list(kwargs.get("interp")), calwt=as_list(kwargs.get("calwt", True))))
     latest: dict[tuple, ApplyCall] = {}

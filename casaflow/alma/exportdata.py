@@ -143,8 +143,10 @@ def export_image(casa, image: Path, fitsname: str, staging: Path) -> Path:
 
 
 def calapply_text(vis: str, calls: list[context.ApplyCall]) -> str:
-    """``# Apply file for <vis>`` then one applycal call per line; paths are basenames, so the
-    list runs in any directory holding the MS and the extracted caltables."""
+    """``# Apply file for <vis>`` then one applycal call per line. Caltables are named as the log
+    names them, relative to the working directory (an absolute path by its file name): a plain name
+    for the calibration stages' tables, ``sc_workdir_<field>_<band>/<table>`` for hif_selfcal's,
+    as the reference's apply files name them."""
     lines = [f"# Apply file for {vis}"]
     for c in calls:
         if c.vis != vis:
@@ -342,8 +344,17 @@ def _session_caltables(working, staging, oussid, vises, sessions, calls, kind, r
         if not tables:
             out[sess] = "Undefined"
             continue
+        # Flat, as the reference packs them (each table under its file name): two tables of one
+        # session with the same name in different directories cannot both go in.
+        by_name: dict[str, list[str]] = {}
+        for t in tables:
+            by_name.setdefault(Path(t).name, []).append(t)
+        clash = {k: v for k, v in by_name.items() if len(v) > 1}
+        if clash:
+            raise InputError(f"{sess}: caltables applied in casa_commands.log share a file name, so they "
+                             f"cannot be packed side by side in {kind}: {clash}")
         name = f"{oussid}.{sess}.{kind}.tgz"
-        write_tgz(staging / name, [(working / t, t) for t in tables], skip_names=RUNTIME_FILES)
+        write_tgz(staging / name, [(working / t, Path(t).name) for t in tables], skip_names=RUNTIME_FILES)
         out[sess] = record(name, kind)
     return out
 

@@ -94,6 +94,38 @@ def test_applycal_calls_parsed_without_eval(tmp_path):
         context.parse_applycal_calls(log)
 
 
+def test_selfcal_tables_found_in_their_workdir_and_packed_flat(tmp_path):
+    """hif_selfcal applies tables under sc_workdir_<field>_<band>/ (relative to the working
+    directory); the reference packs each session's tables flat, by file name, and its apply file
+    names them as registered. Absolute paths (another machine's working directory) are file names."""
+    from casaflow.alma.exportdata import _session_caltables, calapply_text
+
+    working, staging = tmp_path / "working", tmp_path / "staging"
+    sc = working / "sc_workdir_M100_B3"
+    for table in (sc / "M100_a_targets.ms_B3_inf_EB_0_p.g", working / "a.ms.bcal"):
+        table.mkdir(parents=True)
+        (table / "table.dat").write_bytes(table.name.encode())
+    staging.mkdir()
+    log = working / "casa_commands.log"
+    log.write_text("applycal(vis='/lustre/run/working/a_targets.ms', field='M100', "
+                   "gaintable=['sc_workdir_M100_B3/M100_a_targets.ms_B3_inf_EB_0_p.g', '/lustre/run/working/a.ms.bcal'], "
+                   "calwt=[False, False])\n")
+    calls = context.parse_applycal_calls(log)
+    assert calls[0].gaintable == ["sc_workdir_M100_B3/M100_a_targets.ms_B3_inf_EB_0_p.g", "a.ms.bcal"]
+    assert "gaintable=['sc_workdir_M100_B3/M100_a_targets.ms_B3_inf_EB_0_p.g', 'a.ms.bcal']" in \
+        calapply_text("a_targets.ms", calls)
+    out = _session_caltables(working, staging, "uid___A001_X1_X2", ["a_targets.ms"], {"a_targets.ms": "session_1"},
+                             calls, "auxcaltables", lambda name, role: name)
+    assert out == {"session_1": "uid___A001_X1_X2.session_1.auxcaltables.tgz"}
+    with tarfile.open(staging / out["session_1"]) as tar:
+        assert sorted(m.name for m in tar.getmembers() if m.isfile()) == [
+            "M100_a_targets.ms_B3_inf_EB_0_p.g/table.dat", "a.ms.bcal/table.dat"]
+    # A path out of the working directory is refused, naming the line.
+    log.write_text("applycal(vis='a.ms', gaintable=['sc_workdir/../../etc/x.g'])\n")
+    with pytest.raises(InputError, match="line 1: gaintable"):
+        context.parse_applycal_calls(log)
+
+
 def make_tree(root, big=300_000):
     (root / "a" / "b").mkdir(parents=True)
     (root / "a" / "small.txt").write_bytes(b"x" * 1000)
