@@ -4,7 +4,7 @@ The run's own record (MSs and sessions, image lists, QA, flux measurements, sens
 its pickled context, read by :mod:`casaflow.alma.pipecontext`. This module finds the rest:
 
 * the **PPR** (``PPR_*.xml`` or the ``pprfile`` pattern): project code, OUS ids, recipe;
-* the **MSs** (``*.ms`` directories): calibration MSs, and the imaging MSs (``*_targets.ms``);
+* the **MSs** (``*.ms`` directories): calibration MSs, and the imaging MSs (``*_targets.ms``, ``*_targets_line.ms``, ``*_imaging[_line].ms``);
   their **sessions** (:func:`assign_sessions`: the ``session`` parameter, else the context's);
 * the **applied calibrations**: the ``applycal`` calls in ``casa_commands.log``, the run's own
   record of what it applied (the last call per vis, field, intent, spw and antenna wins);
@@ -129,16 +129,26 @@ def is_ms(path: Path) -> bool:
     return path.is_dir() and (path / "table.dat").is_file() and (path / "ANTENNA").is_dir()
 
 
+# The science-target MSs the imaging stages make, by the names they give them: hif_mstransform's
+# <eb>_targets.ms, hif_uvcontsub's <eb>_targets_line.ms, and the _imaging / _imaging_line variants
+# (the reference tells them by the data types their columns hold; casaflow by these names).
+IMAGING_MS_SUFFIXES = ("_targets.ms", "_targets_line.ms", "_imaging.ms", "_imaging_line.ms")
+
+
+def is_imaging_ms(name: str) -> bool:
+    return name.endswith(IMAGING_MS_SUFFIXES)
+
+
 def find_mses(working: Path, vis: list[str]) -> tuple[list[str], list[str]]:
     """(calibration MSs, imaging MSs), basenames. ``vis`` restricts the calibration list."""
     found = sorted(p.name for p in working.glob("*.ms") if is_ms(p))
-    imaging = [v for v in found if v.endswith("_targets.ms")]
+    imaging = [v for v in found if is_imaging_ms(v)]
     calibration = [v for v in found if v not in imaging]
     if vis:
         for v in vis:
             if not is_ms(working / v):
                 raise InputError(f"parameter 'vis': {v!r} is not a MeasurementSet in {working}")
-        calibration = [v for v in vis if not v.endswith("_targets.ms")]
+        calibration = [v for v in vis if not is_imaging_ms(v)]
     if not calibration and not imaging:
         raise InputError(f"working directory {working}: no MeasurementSet (*.ms) found")
     return calibration, imaging

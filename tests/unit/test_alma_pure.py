@@ -126,6 +126,20 @@ def test_selfcal_tables_found_in_their_workdir_and_packed_flat(tmp_path):
         context.parse_applycal_calls(log)
 
 
+def test_the_imaging_stages_mses_are_imaging_mses(tmp_path):
+    """hif_mstransform's _targets, hif_uvcontsub's _targets_line and the _imaging variants are the
+    imaging MSs (aux products); only the others are calibration MSs (flags, apply lists, restore)."""
+    names = ["uid___A002_X1_X2.ms", "uid___A002_X1_X2_targets.ms", "uid___A002_X1_X2_targets_line.ms",
+             "uid___A002_X1_X2_imaging.ms", "uid___A002_X1_X2_imaging_line.ms"]
+    for n in names:
+        (tmp_path / n / "ANTENNA").mkdir(parents=True)
+        (tmp_path / n / "table.dat").write_bytes(b"")
+    calibration, imaging = context.find_mses(tmp_path, [])
+    assert calibration == ["uid___A002_X1_X2.ms"] and sorted(imaging) == sorted(names[1:])
+    assert context.find_mses(tmp_path, ["uid___A002_X1_X2.ms", "uid___A002_X1_X2_targets_line.ms"])[0] == \
+        ["uid___A002_X1_X2.ms"]
+
+
 def make_tree(root, big=300_000):
     (root / "a" / "b").mkdir(parents=True)
     (root / "a" / "small.txt").write_bytes(b"x" * 1000)
