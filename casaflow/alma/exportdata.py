@@ -143,16 +143,16 @@ def export_image(casa, image: Path, fitsname: str, staging: Path) -> Path:
 
 
 def calapply_text(vis: str, calls: list[context.ApplyCall]) -> str:
-    """``# Apply file for <vis>`` then one applycal call per line. Caltables are named as the log
-    names them, relative to the working directory (an absolute path by its file name): a plain name
-    for the calibration stages' tables, ``sc_workdir_<field>_<band>/<table>`` for hif_selfcal's,
-    as the reference's apply files name them."""
+    """``# Apply file for <vis>`` then one applycal call per line; vis and caltables by file name
+    (hif_selfcal's ``sc_workdir_<field>_<band>/<table>`` too, as the tarballs hold them flat), so
+    the list runs in any directory holding the MS and the extracted caltables."""
     lines = [f"# Apply file for {vis}"]
     for c in calls:
         if c.vis != vis:
             continue
+        tables = [Path(t).name for t in c.gaintable]
         lines.append(f"applycal(vis={vis!r}, field={c.field!r}, intent={c.intent!r}, spw={c.spw!r}, "
-                     f"antenna={c.antenna!r}, gaintable={c.gaintable!r}, gainfield={c.gainfield!r}, "
+                     f"antenna={c.antenna!r}, gaintable={tables!r}, gainfield={c.gainfield!r}, "
                      f"spwmap={c.spwmap!r}, interp={c.interp!r}, calwt={c.calwt!r})")
     return "\n".join(lines) + "\n"
 

@@ -96,8 +96,8 @@ def test_applycal_calls_parsed_without_eval(tmp_path):
 
 def test_selfcal_tables_found_in_their_workdir_and_packed_flat(tmp_path):
     """hif_selfcal applies tables under sc_workdir_<field>_<band>/ (relative to the working
-    directory); the reference packs each session's tables flat, by file name, and its apply file
-    names them as registered. Absolute paths (another machine's working directory) are file names."""
+    directory); the reference packs each session's tables flat, by file name. Absolute paths (the
+    run's working directory on another machine) are file names."""
     from casaflow.alma.exportdata import _session_caltables, calapply_text
 
     working, staging = tmp_path / "working", tmp_path / "staging"
@@ -112,8 +112,9 @@ def test_selfcal_tables_found_in_their_workdir_and_packed_flat(tmp_path):
                    "calwt=[False, False])\n")
     calls = context.parse_applycal_calls(log)
     assert calls[0].gaintable == ["sc_workdir_M100_B3/M100_a_targets.ms_B3_inf_EB_0_p.g", "a.ms.bcal"]
-    assert "gaintable=['sc_workdir_M100_B3/M100_a_targets.ms_B3_inf_EB_0_p.g', 'a.ms.bcal']" in \
-        calapply_text("a_targets.ms", calls)
+    # The apply file names them as the tarball holds them: by file name (casaflow's apply lists run
+    # in the directory the MS and the extracted tables are in; README, differs on purpose).
+    assert "gaintable=['M100_a_targets.ms_B3_inf_EB_0_p.g', 'a.ms.bcal']" in calapply_text("a_targets.ms", calls)
     out = _session_caltables(working, staging, "uid___A001_X1_X2", ["a_targets.ms"], {"a_targets.ms": "session_1"},
                              calls, "auxcaltables", lambda name, role: name)
     assert out == {"session_1": "uid___A001_X1_X2.session_1.auxcaltables.tgz"}
