@@ -138,8 +138,10 @@ class LocalStore:
 
     # -- conditional operations (leases and the manifest commit; small objects only) --------
     # The "ETag" of a local object is the SHA-256 of its bytes; compare-and-swap runs under an
-    # exclusive flock on the object's directory, so it is atomic between processes and leaves no
-    # lock file in a delivered prefix.
+    # exclusive flock on a lock file of its own, so it is atomic between processes. The lock files
+    # live under the store's root (.cas-locks/, hidden), not beside the object: a delivered prefix
+    # holds exactly its objects. (Not a flock of the directory: on NFS flock is a write lock, which
+    # a directory, opened read-only, cannot take.)
     def read_tagged(self, key: str) -> tuple[bytes, str] | None:
         path = self._target(key)
         try:
@@ -152,8 +154,10 @@ class LocalStore:
         import fcntl
 
         target = self._target(key)
-        lock = os.open(target.parent, os.O_RDONLY | os.O_DIRECTORY)
-        try:
+        locks = self.root / ".cas-locks"
+        locks.mkdir(exist_ok=True)
+        name = hashlib.sha256(str(target).encode()).hexdigest()[:40]     # one lock per object
+        with open(locks / f".{name}.lock", "a") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
             current = self.read_tagged(key)
             if if_none_match and current is not None:
@@ -161,8 +165,6 @@ class LocalStore:
             if if_match is not None and (current is None or current[1] != if_match):
                 raise PreconditionFailed(f"{self.url(key)} changed (or vanished) since it was read")
             return change()
-        finally:
-            os.close(lock)          # releases the lock
 
     def put_if(self, key: str, data: bytes, *, if_match: str | None = None, if_none_match: bool = False,
                media_type: str = "") -> str:
